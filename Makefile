@@ -1,0 +1,52 @@
+# tweetpulse — the front door. `make demo` starts everything; `make test` installs and tests.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+VENV_AF := .venv-airflow
+# This machine's pip config lists file:// mirrors that warn on every package; keep the log readable.
+QUIET_PIP := grep -v "Location 'file:" || true
+
+.PHONY: help install test test-service test-airflow lint bench clean
+
+help:
+	@echo "make install   create .venv (service) and .venv-airflow (Airflow, no torch)"
+	@echo "make test      install, then run the whole test suite"
+	@echo "make lint      ruff"
+	@echo "make bench     benchmarks (encoder throughput, embedding cache cold vs warm)"
+
+install: $(VENV)/.installed $(VENV_AF)/.installed
+
+$(VENV)/.installed: requirements/service.lock requirements/dev.lock pyproject.toml
+	@echo "==> installing the service environment in $(VENV)"
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	@$(VENV)/bin/python -m pip install -q --upgrade pip 2>&1 | $(QUIET_PIP)
+	@$(VENV)/bin/python -m pip install -q -r requirements/service.lock -r requirements/dev.lock 2>&1 | $(QUIET_PIP)
+	@$(VENV)/bin/python -m pip install -q --no-deps -e . 2>&1 | $(QUIET_PIP)
+	@$(VENV)/bin/python -c "import torch, transformers, pgserver, model_runner" # fail here, not in tests
+	@touch $@
+
+$(VENV_AF)/.installed: requirements/airflow.lock
+	@echo "==> installing the Airflow environment in $(VENV_AF)"
+	@test -x $(VENV_AF)/bin/python || $(PYTHON) -m venv $(VENV_AF)
+	@$(VENV_AF)/bin/python -m pip install -q --upgrade pip 2>&1 | $(QUIET_PIP)
+	@$(VENV_AF)/bin/python -m pip install -q -r requirements/airflow.lock 2>&1 | $(QUIET_PIP)
+	@$(VENV_AF)/bin/python -c "import airflow.sdk, tweepy, httpx"
+	@if $(VENV_AF)/bin/python -c "import torch" 2>/dev/null; then echo "torch leaked into $(VENV_AF)"; exit 1; fi
+	@touch $@
+
+test: install lint test-service
+
+test-service:
+	$(VENV)/bin/python -m pytest tests --ignore=tests/airflow
+
+lint:
+	$(VENV)/bin/ruff check .
+
+bench: $(VENV)/.installed
+	$(VENV)/bin/python -m benchmarks
+
+clean:
+	rm -rf $(VENV) $(VENV_AF) .pytest_cache .ruff_cache

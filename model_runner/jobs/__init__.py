@@ -1,0 +1,1 @@
+"""Long-running units of work shared by the CLI and the service."""

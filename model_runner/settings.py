@@ -1,0 +1,73 @@
+"""The one place where tweetpulse reads its configuration.
+
+Every setting comes from the environment with the ``TWEETPULSE_`` prefix (or from a ``.env`` file in
+the working directory). ``DATABASE_URL`` is also accepted without the prefix because that is the name
+every Postgres tool and platform already uses.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_ENCODER_ID = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="TWEETPULSE_", env_file=".env", extra="ignore", populate_by_name=True
+    )
+
+    # --- storage -------------------------------------------------------------------------------------
+    home: Path = Field(
+        default=Path(".tweetpulse"),
+        description="Project-local folder for the embedded Postgres data, logs and artifacts.",
+    )
+    database_url: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("TWEETPULSE_DATABASE_URL", "DATABASE_URL"),
+        description="External Postgres (with pgvector) URL; unset starts the embedded pgserver under home.",
+    )
+
+    # --- encoder -------------------------------------------------------------------------------------
+    encoder_id: str = Field(
+        default=DEFAULT_ENCODER_ID,
+        description="Frozen base model: a Hub id or a local folder in Hugging Face format.",
+    )
+    encoder_revision: str | None = Field(
+        default=None, description="Hub revision (branch, tag or commit) of the encoder; unset = default."
+    )
+    encoder_max_length: int = Field(default=128, ge=8, le=512, description="Maximum tokens per text.")
+    encoder_batch_size: int = Field(default=64, ge=1, description="Texts per encoder forward pass.")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto", description="Torch device; auto picks CUDA when available."
+    )
+
+    # --- data ----------------------------------------------------------------------------------------
+    sentiment_data: str = Field(
+        default="../shared/datasets/tweet-sentiment",
+        description="Default data of the sentiment task: a file, a folder or a Hub dataset id.",
+    )
+    emotion_data: str = Field(
+        default="../shared/datasets/tweet-emotion",
+        description="Default data of the emotion task: a file, a folder or a Hub dataset id.",
+    )
+    eval_fraction: float = Field(
+        default=0.2, gt=0, lt=1, description="Share held out for evaluation when the data has no eval split."
+    )
+    seed: int = Field(default=13, description="Seed for splits, sampling and training.")
+    embed_write_batch: int = Field(
+        default=512, ge=1, description="Embeddings written to Postgres per transaction."
+    )
+
+    def resolved_home(self) -> Path:
+        return self.home.expanduser().resolve()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
