@@ -24,7 +24,9 @@ def get_task(name: str, settings: Settings) -> Task:
         "sentiment": Task(
             "sentiment", settings.sentiment_data, ("negative", "neutral", "positive"), "macro_recall"
         ),
-        "emotion": Task("emotion", settings.emotion_data, ("anger", "joy", "optimism", "sadness"), "macro_f1"),
+        "emotion": Task(
+            "emotion", settings.emotion_data, ("anger", "joy", "optimism", "sadness"), "macro_f1"
+        ),
     }
     if name not in tasks:
         raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(sorted(tasks))}")

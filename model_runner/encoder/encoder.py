@@ -50,9 +50,7 @@ class FrozenEncoder:
         self.model.to(self.device).eval().requires_grad_(False)
         self.dim = int(self.model.config.hidden_size)
         self.texts_encoded = 0
-        log.info(
-            "encoder %s@%s on %s (dim %d)", self.encoder_id, self.revision, self.device, self.dim
-        )
+        log.info("encoder %s@%s on %s (dim %d)", self.encoder_id, self.revision, self.device, self.dim)
 
     @property
     def encoder_id(self) -> str:
@@ -81,9 +79,13 @@ class FrozenEncoder:
             for start in range(0, len(order), self.batch_size):
                 idx = order[start : start + self.batch_size]
                 batch = {k: v.to(self.device) for k, v in self.tokenize([texts[i] for i in idx]).items()}
-                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+                with torch.autocast(
+                    self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"
+                ):
                     hidden = self.model(**batch).last_hidden_state
-                pooled = torch.nn.functional.normalize(mean_pool(hidden.float(), batch["attention_mask"]), dim=-1)
+                pooled = torch.nn.functional.normalize(
+                    mean_pool(hidden.float(), batch["attention_mask"]), dim=-1
+                )
                 out[idx] = pooled.cpu().numpy()
                 bar.update(len(idx))
         bar.close()

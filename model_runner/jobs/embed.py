@@ -30,7 +30,9 @@ def embed_dataset(components: Components, task: Task, data: str | None = None) -
     started = time.perf_counter()
     source = data or task.data
     prepared = prepare_dataset(
-        source, label_names=task.int_labels, eval_fraction=components.settings.eval_fraction,
+        source,
+        label_names=task.int_labels,
+        eval_fraction=components.settings.eval_fraction,
         seed=components.settings.seed,
     )
     splits = {"train": prepared.train, "eval": prepared.eval}

@@ -72,7 +72,9 @@ class ExampleStore:
             ).fetchone()
         return n
 
-    def similar(self, vector: Sequence[float], encoder_id: str, revision: str, k: int) -> list[SimilarExample]:
+    def similar(
+        self, vector: Sequence[float], encoder_id: str, revision: str, k: int
+    ) -> list[SimilarExample]:
         """Nearest labelled examples to ``vector`` among those embedded with the given encoder."""
         dim = len(vector)
         with self.db.connect() as conn:
@@ -82,6 +84,12 @@ class ExampleStore:
                 f" FROM embeddings e JOIN labelled_examples x ON x.text_hash = e.text_hash AND x.task = %(t)s"
                 f" WHERE e.dim = {dim} AND e.encoder_id = %(id)s AND e.encoder_revision = %(rev)s"
                 f" ORDER BY e.embedding::vector({dim}) <=> %(q)s::vector({dim}) LIMIT %(k)s",
-                {"q": np.asarray(vector, dtype=np.float32), "t": self.task, "id": encoder_id, "rev": revision, "k": k},
+                {
+                    "q": np.asarray(vector, dtype=np.float32),
+                    "t": self.task,
+                    "id": encoder_id,
+                    "rev": revision,
+                    "k": k,
+                },
             ).fetchall()
         return [SimilarExample(text, label, float(sim)) for text, label, sim in rows]

@@ -84,9 +84,7 @@ def test_database_refuses_a_vector_of_another_width(db):
     store = EmbeddingStore(db, TableEncoder({"a": [1, 0, 0]}))
     store.get_or_compute(["a"])
     with pytest.raises(psycopg.errors.CheckViolation), db.connect() as conn:
-        conn.execute(
-            "INSERT INTO embeddings VALUES ('table', 'r1', %s, 3, '[1,2]')", (text_key("zz"),)
-        )
+        conn.execute("INSERT INTO embeddings VALUES ('table', 'r1', %s, 3, '[1,2]')", (text_key("zz"),))
 
 
 def test_encoder_registered_with_another_dim_is_refused(db):

@@ -31,8 +31,13 @@ def test_similar_joins_labels_to_nearest_vectors(db):
     enc = TableEncoder(table)
     EmbeddingStore(db, enc).get_or_compute(list(table))
     store = ExampleStore(db, "sentiment")
-    store.upsert([Example("love it", "positive", "s"), Example("hate it", "negative", "s"),
-                  Example("meh", "neutral", "s")])
+    store.upsert(
+        [
+            Example("love it", "positive", "s"),
+            Example("hate it", "negative", "s"),
+            Example("meh", "neutral", "s"),
+        ]
+    )
     hits = store.similar(np.array([0.9, 0.1]), "table", "r1", k=2)
     assert [(h.text, h.label) for h in hits] == [("love it", "positive"), ("meh", "neutral")]
     assert hits[0].similarity > hits[1].similarity
