@@ -46,7 +46,7 @@ lint:
 	$(VENV)/bin/ruff check .
 
 bench: $(VENV)/.installed
-	$(VENV)/bin/python -m benchmarks
+	$(VENV)/bin/python -m benchmarks $(ARGS)
 
 clean:
 	rm -rf $(VENV) $(VENV_AF) .pytest_cache .ruff_cache

@@ -6,17 +6,21 @@ import argparse
 import logging
 import sys
 
-from benchmarks import embedding
+from benchmarks import embedding, quantize, training
 
-BENCHMARKS = {"embedding": embedding.run}
+# training last: it is the long one (the default train, ~15-20 min on 2 CPU cores)
+BENCHMARKS = {"embedding": embedding.run, "quantize": quantize.run, "training": training.run}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="make bench")
-    parser.add_argument("names", nargs="*", choices=[*BENCHMARKS, []], default=list(BENCHMARKS))
+    parser.add_argument("names", nargs="*", help=f"any of {list(BENCHMARKS)} (default: all)")
     parser.add_argument("--limit", type=int, default=None, help="use only the first N texts (quick look)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    unknown = set(args.names) - set(BENCHMARKS)
+    if unknown:
+        parser.error(f"unknown benchmark(s) {sorted(unknown)}")
     for name in args.names or BENCHMARKS:
         print(f"\n=== {name} ===", flush=True)
         BENCHMARKS[name](limit=args.limit)

@@ -26,6 +26,58 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from model_runner.training.run import run_training
+    from model_runner.wiring import Components
+
+    settings = get_settings()
+    adapters = args.adapters.split(",") if args.adapters else None
+    outcome = run_training(
+        Components(settings),
+        get_task(args.task, settings),
+        data=args.data,
+        adapters=adapters,
+        folds=args.folds,
+        sample_fraction=args.sample_fraction,
+    )
+    for row in outcome.cv:
+        print(
+            f"  cv {row['candidate']:<60} {outcome.metric} {row[outcome.metric + '_mean']:.4f}"
+            f" +- {row[outcome.metric + '_std']:.4f}  ({row['seconds']:.0f}s)",
+            file=sys.stderr,
+        )
+    print(
+        f"trained in {outcome.seconds / 60:.1f} min ({outcome.stage_seconds}); "
+        f"version {outcome.model_version} {'promoted' if outcome.promoted else 'not promoted'}: "
+        f"{outcome.gate['reason']}",
+        file=sys.stderr,
+    )
+    print(json.dumps(outcome.summary()))
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from model_runner.jobs.champion import load_champion
+    from model_runner.jobs.predict import evaluate_data
+
+    settings = get_settings()
+    loaded = load_champion(settings, args.task)
+    print(json.dumps(evaluate_data(loaded, get_task(args.task, settings), args.data)))
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from model_runner.jobs.champion import load_champion
+    from model_runner.jobs.predict import predict_file
+
+    loaded = load_champion(get_settings(), args.task)
+    n = predict_file(loaded, Path(args.input), Path(args.output))
+    print(f"wrote {n} predictions of {loaded.version.uri} to {args.output}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="model-runner", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -35,6 +87,25 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--data", help="file, folder or Hub dataset id (default: the task's data)")
     embed.add_argument("--task", default="sentiment", choices=TASK_NAMES)
     embed.set_defaults(func=_cmd_embed)
+
+    train = sub.add_parser("train", help="cross-validate adapters, train the best, gate and register it")
+    train.add_argument("--data", help="file, folder or Hub dataset id (default: the task's data)")
+    train.add_argument("--adapters", help="comma-separated subset of linear,mlp,lora")
+    train.add_argument("--folds", type=int, help="stratified CV folds")
+    train.add_argument("--sample-fraction", type=float, help="train on a stratified sample (quick runs)")
+    train.add_argument("--task", default="sentiment", choices=TASK_NAMES)
+    train.set_defaults(func=_cmd_train)
+
+    evaluate = sub.add_parser("evaluate", help="metrics of the champion on labelled data")
+    evaluate.add_argument("--data", required=True)
+    evaluate.add_argument("--task", default="sentiment", choices=TASK_NAMES)
+    evaluate.set_defaults(func=_cmd_evaluate)
+
+    predict = sub.add_parser("predict", help="label a .txt or .jsonl file with the champion")
+    predict.add_argument("--input", required=True)
+    predict.add_argument("--output", required=True)
+    predict.add_argument("--task", default="sentiment", choices=TASK_NAMES)
+    predict.set_defaults(func=_cmd_predict)
     return parser
 
 
@@ -46,10 +117,11 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     from model_runner.data import DataError
+    from model_runner.errors import NoChampionError
 
     try:
         return args.func(args)
-    except (DataError, ValueError, FileNotFoundError) as exc:
+    except (DataError, ValueError, FileNotFoundError, NoChampionError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

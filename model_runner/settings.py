@@ -64,6 +64,47 @@ class Settings(BaseSettings):
         default=512, ge=1, description="Embeddings written to Postgres per transaction."
     )
 
+    # --- training ------------------------------------------------------------------------------------
+    adapters: str = Field(
+        default="linear,mlp,lora", description="Adapters cross-validation chooses from (comma-separated)."
+    )
+    cv_folds: int = Field(default=5, ge=2, le=20, description="Stratified k-fold CV folds per candidate.")
+    cv_workers: int = Field(
+        default=0, ge=0, description="Parallel CV jobs; 0 = one per CPU core (processes) or 2 on a GPU."
+    )
+    bootstrap_samples: int = Field(
+        default=1000, ge=100, description="Bootstrap resamples for confidence intervals."
+    )
+    gate_tolerance: float = Field(
+        default=0.005, ge=0, description="Promote when candidate score >= champion score - tolerance."
+    )
+    quant_max_drop: float = Field(
+        default=0.01, ge=0, description="Largest metric drop accepted from int8 quantization."
+    )
+    quant_min_agreement: float = Field(
+        default=0.97, ge=0, le=1, description="Smallest int8-vs-fp32 label agreement accepted."
+    )
+
+    # --- MLflow --------------------------------------------------------------------------------------
+    mlflow_tracking_uri: str | None = Field(
+        default=None,
+        description="MLflow tracking server or store; unset = SQLite store + artifacts under home.",
+    )
+    mlflow_experiment: str = Field(default="tweetpulse", description="MLflow experiment of training runs.")
+    registry_prefix: str = Field(
+        default="tweetpulse", description="Registered models are named <prefix>-<task>."
+    )
+
+    def tracking_uri(self) -> str:
+        if self.mlflow_tracking_uri:
+            return self.mlflow_tracking_uri
+        home = self.resolved_home()
+        home.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{home / 'mlflow.db'}"
+
+    def artifact_root(self) -> str:
+        return (self.resolved_home() / "mlartifacts").as_uri()
+
     def resolved_home(self) -> Path:
         return self.home.expanduser().resolve()
 

@@ -25,7 +25,9 @@ def test_embed_twice_computes_nothing_the_second_time(env, tmp_path, capsys):
     data = tmp_path / "d"
     data.mkdir()
     labels = ["negative", "neutral", "positive"]
-    _write(data / "train.jsonl", [{"text": f"tweet number {i} @x", "label": labels[i % 3]} for i in range(30)])
+    _write(
+        data / "train.jsonl", [{"text": f"tweet number {i} @x", "label": labels[i % 3]} for i in range(30)]
+    )
     _write(data / "validation.jsonl", [{"text": f"held out {i}", "label": labels[i % 3]} for i in range(9)])
 
     assert main(["embed", "--data", str(data)]) == 0

@@ -1,0 +1,41 @@
+"""The default ``train`` on the real sentiment data: wall-clock time per stage and final metrics.
+
+Runs against a scratch database and a scratch MLflow store, so the user's champion is never touched.
+The embedding cache starts cold, as it would on a fresh machine.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import torch
+
+from benchmarks.common import SHARED, scratch_database, table
+from model_runner.settings import Settings
+from model_runner.tasks import get_task
+from model_runner.training.run import run_training
+from model_runner.wiring import Components
+
+
+def run(limit: int | None = None) -> None:
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    with scratch_database() as url, tempfile.TemporaryDirectory(prefix="tp-bench-train-") as home:
+        settings = Settings(database_url=url, home=Path(home))
+        task = get_task("sentiment", settings)
+        data = str((SHARED / "tweet-sentiment").resolve())
+        fraction = min(1.0, limit / 9284) if limit else None
+        outcome = run_training(Components(settings), task, data=data, sample_fraction=fraction)
+    rows = [(f"stage {name}", f"{sec:.0f}", "") for name, sec in outcome.stage_seconds.items()]
+    rows.append(("total (default train), s", f"{outcome.seconds:.0f}", f"{outcome.seconds / 60:.1f} min"))
+    rows.append(
+        (
+            f"eval {outcome.metric} (validation.jsonl)",
+            f"{outcome.metrics[outcome.metric]:.4f}",
+            f"CI {outcome.metrics[outcome.metric + '_ci']}",
+        )
+    )
+    rows.append(("best candidate", outcome.best_candidate, ""))
+    rows.append(("serving", outcome.quantization["chosen"], ""))
+    print(f"device {device}, torch threads {torch.get_num_threads()}")
+    print(table(rows, ("measure", "value", "note")))

@@ -1,0 +1,135 @@
+"""The deployable model: a (possibly LoRA-tuned) encoder, mean pooling, a head and its label map.
+
+On disk it is one self-contained folder in Hugging Face format plus three small files, loaded from
+safetensors only (no pickle):
+
+    config.json, model.safetensors, tokenizer files   the encoder (LoRA merged into its weights)
+    head.safetensors                                  the classification head
+    label_map.json                                    id2label / label2id
+    tweetpulse.json                                   adapter config, labels, max length, serving choice
+
+The int8 serving variant is not stored: dynamic quantization is a deterministic function of the fp32
+weights, so ``tweetpulse.json`` records the choice and ``load(..., serving=True)`` re-applies it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from model_runner.data.cleaning import clean_text
+from model_runner.encoder.encoder import mean_pool
+from model_runner.modeling.heads import build_head, head_spec
+
+FORMAT_VERSION = 1
+CONFIG_FILE = "tweetpulse.json"
+
+
+class TweetClassifier(nn.Module):
+    def __init__(
+        self,
+        encoder: nn.Module,
+        tokenizer,
+        head: nn.Module,
+        labels: Sequence[str],
+        *,
+        max_length: int = 128,
+        meta: dict[str, Any] | None = None,
+    ):
+        super().__init__()
+        self.encoder = encoder
+        self.tokenizer = tokenizer
+        self.head = head
+        self.labels = list(labels)
+        self.max_length = max_length
+        self.meta: dict[str, Any] = dict(meta or {})
+
+    # --- inference ---------------------------------------------------------------------------------
+    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return nn.functional.normalize(mean_pool(hidden.float(), attention_mask), dim=-1)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embed(input_ids, attention_mask))
+
+    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        return self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
+
+    @torch.inference_mode()
+    def predict_proba(self, texts: Sequence[str], *, batch_size: int = 64, clean: bool = True) -> np.ndarray:
+        """Class probabilities for ``texts`` in input order (batched by similar length)."""
+        self.eval()
+        device = next(self.head.parameters()).device
+        prepared = [clean_text(t) for t in texts] if clean else list(texts)
+        out = np.zeros((len(prepared), len(self.labels)), dtype=np.float32)
+        order = np.argsort([len(t) for t in prepared], kind="stable")
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            batch = {k: v.to(device) for k, v in self.tokenize([prepared[i] for i in idx]).items()}
+            logits = self(batch["input_ids"], batch["attention_mask"])
+            out[idx] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+        return out
+
+    def predict(self, texts: Sequence[str], **kwargs) -> list[str]:
+        return [self.labels[i] for i in self.predict_proba(texts, **kwargs).argmax(axis=1)]
+
+    # --- persistence -------------------------------------------------------------------------------
+    def save(self, folder: Path) -> Path:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.encoder.save_pretrained(folder, safe_serialization=True)
+        self.tokenizer.save_pretrained(folder)
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()},
+            folder / "head.safetensors",
+        )
+        label_map = {
+            "id2label": dict(enumerate(self.labels)),
+            "label2id": {n: i for i, n in enumerate(self.labels)},
+        }
+        (folder / "label_map.json").write_text(json.dumps(label_map, indent=2))
+        config = {
+            **self.meta,
+            "format": FORMAT_VERSION,
+            "labels": self.labels,
+            "max_length": self.max_length,
+            "pooling": "mean+l2",
+            "head": head_spec(self.head),
+        }
+        (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True))
+        return folder
+
+    @classmethod
+    def load(
+        cls, folder: Path, *, device: str | torch.device = "cpu", serving: bool = False
+    ) -> TweetClassifier:
+        from transformers import AutoModel, AutoTokenizer
+
+        folder = Path(folder)
+        config = json.loads((folder / CONFIG_FILE).read_text())
+        if config.get("format") != FORMAT_VERSION:
+            raise ValueError(f"{folder}: unsupported model format {config.get('format')!r}")
+        encoder = AutoModel.from_pretrained(folder, use_safetensors=True)
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        spec = dict(config["head"])
+        head = build_head(spec.pop("kind"), int(encoder.config.hidden_size), len(config["labels"]), **spec)
+        head.load_state_dict(load_file(folder / "head.safetensors"))
+        meta = {
+            k: v for k, v in config.items() if k not in {"format", "labels", "max_length", "pooling", "head"}
+        }
+        model = cls(encoder, tokenizer, head, config["labels"], max_length=config["max_length"], meta=meta)
+        model.eval().requires_grad_(False).to(device)
+        if serving and config.get("serving") == "int8":
+            from model_runner.modeling.quantize import quantize_int8
+
+            model = quantize_int8(model)
+        return model

@@ -1,0 +1,116 @@
+"""The MLflow pyfunc face of a saved ``TweetClassifier`` folder.
+
+The model is logged as "models from code": MLflow stores the small script ``pyfunc_entry.py`` (which
+builds a :class:`TweetPulsePyfunc`) instead of a cloudpickled object, so loading a registered model
+never unpickles anything (DESIGN §6). The classifier folder itself travels as the artifact ``model``
+and is read with ``TweetClassifier.load`` (safetensors only).
+
+Loading the code model imports ``model_runner``, so the environment that loads it must have this
+project installed; the pinned requirements say so.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow.models import ModelSignature
+from mlflow.models.model import ModelInfo
+from mlflow.pyfunc import PythonModel, PythonModelContext
+from mlflow.types import ColSpec, DataType, Schema
+from packaging.version import Version
+
+from model_runner.modeling.classifier import CONFIG_FILE
+
+MODEL_ARTIFACT = "model"
+TEXT_COLUMN = "text"
+LABEL_COLUMN = "label"
+SCORE_PREFIX = "score_"
+ENTRY_SCRIPT = Path(__file__).with_name("pyfunc_entry.py")
+
+# Explicit requirements: letting MLflow infer them loads the model in a subprocess (slow, and it
+# would miss the project package, which the code model imports).
+_PINNED = ("tweetpulse-model-runner", "torch", "transformers", "tokenizers", "safetensors", "numpy", "pandas")
+
+
+class TweetPulsePyfunc(PythonModel):
+    """``predict(DataFrame[text]) -> DataFrame[label, score_<class>...]`` in input order."""
+
+    def __init__(self) -> None:
+        self._model = None
+
+    def load_context(self, context: PythonModelContext) -> None:
+        from model_runner.modeling.classifier import TweetClassifier
+
+        # serving=True: the int8 choice recorded at training time is re-applied here too.
+        self._model = TweetClassifier.load(Path(context.artifacts[MODEL_ARTIFACT]), serving=True)
+
+    def predict(
+        self, context: PythonModelContext, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
+        if self._model is None:
+            raise RuntimeError("load_context was not called")
+        texts = _texts(model_input)
+        labels = self._model.labels
+        proba = self._model.predict_proba(texts).astype("float64")
+        # An empty input falls through naturally: a (0, n_classes) array gives an empty frame.
+        frame = pd.DataFrame(
+            {LABEL_COLUMN: pd.Series([labels[i] for i in proba.argmax(axis=1)], dtype=object)}
+        )
+        for j, name in enumerate(labels):
+            frame[f"{SCORE_PREFIX}{name}"] = proba[:, j]
+        return frame
+
+
+def _texts(model_input: Any) -> list[str]:
+    # Schema enforcement hands us a DataFrame; direct callers of the class may pass a list or Series.
+    if isinstance(model_input, pd.DataFrame):
+        column = model_input[TEXT_COLUMN] if TEXT_COLUMN in model_input else model_input.iloc[:, 0]
+        return [str(t) for t in column.tolist()]
+    if isinstance(model_input, pd.Series):
+        return [str(t) for t in model_input.tolist()]
+    return [str(t) for t in model_input]
+
+
+def model_labels(model_dir: Path) -> list[str]:
+    return list(json.loads((Path(model_dir) / CONFIG_FILE).read_text())["labels"])
+
+
+def signature_for(labels: Sequence[str]) -> ModelSignature:
+    outputs = [ColSpec(DataType.string, LABEL_COLUMN)]
+    outputs += [ColSpec(DataType.double, f"{SCORE_PREFIX}{name}") for name in labels]
+    return ModelSignature(inputs=Schema([ColSpec(DataType.string, TEXT_COLUMN)]), outputs=Schema(outputs))
+
+
+def pip_requirements() -> list[str]:
+    pins = []
+    for dist in _PINNED:
+        try:
+            # Drop local labels such as torch's "+cpu": pip could not match them on a CUDA machine.
+            pins.append(f"{dist}=={Version(metadata.version(dist)).public}")
+        except metadata.PackageNotFoundError:
+            pins.append(dist)
+    return pins
+
+
+def log_pyfunc(
+    model_dir: Path, *, name: str, input_example: Sequence[str], registered_model_name: str | None = None
+) -> ModelInfo:
+    """Log ``model_dir`` as a pyfunc LoggedModel of the active run (fluent API: global tracking URI)."""
+    model_dir = Path(model_dir)
+    if not (model_dir / CONFIG_FILE).is_file():
+        raise FileNotFoundError(f"{model_dir} is not a saved TweetClassifier (no {CONFIG_FILE})")
+    return mlflow.pyfunc.log_model(
+        name=name,
+        python_model=ENTRY_SCRIPT,
+        artifacts={MODEL_ARTIFACT: str(model_dir)},
+        signature=signature_for(model_labels(model_dir)),
+        input_example=pd.DataFrame({TEXT_COLUMN: list(input_example)}),
+        pip_requirements=pip_requirements(),
+        registered_model_name=registered_model_name,
+    )

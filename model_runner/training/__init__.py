@@ -1,0 +1,1 @@
+"""Training: candidates x cross-validation, the final fit, evaluation, registry and the gate."""

@@ -1,0 +1,71 @@
+"""One entry point to fit any candidate on a subset of the training rows and to predict with it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from torch import nn
+
+from model_runner.modeling.classifier import TweetClassifier
+from model_runner.training.cv import CVData
+from model_runner.training.fit_heads import HEAD_FITTERS, fit_linear, predict_head
+from model_runner.training.fit_lora import fit_lora
+from model_runner.training.search_space import Candidate
+
+# LoRA starts from a logistic-regression head fitted on the cached embeddings: the encoder updates
+# then refine a sensible classifier instead of first having to undo a random one.
+LORA_INIT_C = 0.05
+
+
+def fit_candidate(
+    candidate: Candidate,
+    data: CVData,
+    idx: np.ndarray,
+    *,
+    in_cv: bool = False,
+    on_epoch: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> nn.Module | TweetClassifier:
+    """Fit on rows ``idx``; ``in_cv`` applies the candidate's CV budget (``cv_epochs``) if it has one."""
+    n_classes = len(data.labels)
+    hp = candidate.hp
+    if in_cv and "cv_epochs" in hp:
+        hp["epochs"] = hp["cv_epochs"]
+    if candidate.uses_cache:
+        fitter = HEAD_FITTERS[candidate.adapter]
+        return fitter(data.x[idx], data.y[idx], n_classes, seed=data.seed, on_epoch=on_epoch, **hp)
+    init = fit_linear(data.x[idx], data.y[idx], n_classes, C=LORA_INIT_C, seed=data.seed)
+    return fit_lora(
+        Path(data.base_path),
+        [data.texts[i] for i in idx],
+        data.y[idx],
+        data.labels,
+        max_length=data.max_length,
+        seed=data.seed,
+        device=data.device,
+        init_head=init,
+        on_epoch=on_epoch,
+        should_stop=should_stop,
+        **hp,
+    )
+
+
+def predict_candidate(fitted, candidate: Candidate, data: CVData, idx: np.ndarray) -> np.ndarray:
+    if candidate.uses_cache:
+        return predict_head(fitted, data.x[idx])
+    return fitted.predict_proba([data.texts[i] for i in idx], clean=False)
+
+
+def build_classifier(fitted, candidate: Candidate, data: CVData, meta: dict) -> TweetClassifier:
+    """The deployable model: a head-only fit gets the frozen base encoder; LoRA already is one."""
+    if isinstance(fitted, TweetClassifier):
+        fitted.meta.update(meta)
+        return fitted
+    from transformers import AutoModel, AutoTokenizer
+
+    encoder = AutoModel.from_pretrained(data.base_path, use_safetensors=True)
+    tokenizer = AutoTokenizer.from_pretrained(data.base_path)
+    model = TweetClassifier(encoder, tokenizer, fitted, data.labels, max_length=data.max_length, meta=meta)
+    return model.eval().requires_grad_(False)

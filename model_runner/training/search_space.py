@@ -1,0 +1,66 @@
+"""The search space: every adapter and the hyperparameters cross-validation chooses from.
+
+Declared in one place so that a reviewer sees at a glance what a training run tries. Head-only
+adapters are cheap (they read cached embeddings), so they get a grid; LoRA trains the encoder from
+tokens, so it gets one well-tested configuration and a budget (see ``LORA_CV``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+ADAPTERS = ("linear", "mlp", "lora")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    adapter: str
+    params: tuple[tuple[str, object], ...] = field(default_factory=tuple)
+
+    @classmethod
+    def of(cls, adapter: str, **params) -> Candidate:
+        return cls(adapter, tuple(sorted(params.items())))
+
+    @property
+    def hp(self) -> dict:
+        return dict(self.params)
+
+    @property
+    def name(self) -> str:
+        return f"{self.adapter}[{','.join(f'{k}={v}' for k, v in self.params)}]"
+
+    @property
+    def uses_cache(self) -> bool:
+        return self.adapter != "lora"
+
+    def to_json(self) -> str:
+        return json.dumps({"adapter": self.adapter, **self.hp}, sort_keys=True)
+
+
+SEARCH_SPACE: dict[str, list[Candidate]] = {
+    # Multinomial logistic regression on standardised embeddings; C is the inverse L2 strength.
+    "linear": [Candidate.of("linear", C=c) for c in (0.01, 0.05, 0.2)],
+    "mlp": [
+        Candidate.of("mlp", hidden=h, dropout=0.3, lr=1e-3, weight_decay=1e-2, epochs=40) for h in (256, 512)
+    ],
+    "lora": [
+        Candidate.of(
+            "lora",
+            rank=8,
+            alpha=16,
+            dropout=0.1,
+            lr=1e-3,
+            epochs=2,
+            batch_size=32,
+            target_modules="query,key,value,dense",
+        )
+    ],
+}
+
+
+def candidates_for(adapters: list[str]) -> list[Candidate]:
+    unknown = sorted(set(adapters) - set(ADAPTERS))
+    if unknown:
+        raise ValueError(f"unknown adapter(s) {unknown}; choose from {list(ADAPTERS)}")
+    return [c for a in adapters for c in SEARCH_SPACE[a]]

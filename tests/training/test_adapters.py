@@ -1,0 +1,64 @@
+import numpy as np
+import pytest
+
+from model_runner.modeling.classifier import TweetClassifier
+from model_runner.training.cv import CVData
+from model_runner.training.fitting import build_classifier, fit_candidate, predict_candidate
+from model_runner.training.search_space import SEARCH_SPACE, Candidate, candidates_for
+
+from .conftest import make_rows
+
+TINY = {
+    "linear": Candidate.of("linear", C=1.0),
+    "mlp": Candidate.of("mlp", hidden=32, dropout=0.1, lr=3e-3, weight_decay=0.0, epochs=30),
+    "lora": Candidate.of(
+        "lora", rank=4, alpha=8, dropout=0.0, lr=3e-3, epochs=3, batch_size=16, target_modules="query,value"
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def cv_data(tiny_bert, tiny_encoder):
+    rows = make_rows(30, seed=3)
+    texts = [r["text"] for r in rows]
+    labels = ["negative", "neutral", "positive"]
+    y = np.array([labels.index(r["label"]) for r in rows])
+    return CVData(tiny_encoder.encode(texts), texts, y, labels, str(tiny_bert), 32, 0, "cpu")
+
+
+@pytest.mark.parametrize("adapter", ["linear", "mlp", "lora"])
+def test_every_adapter_trains_predicts_and_round_trips(adapter, cv_data, tmp_path):
+    idx = np.arange(len(cv_data.y))
+    epochs_seen = []
+    fitted = fit_candidate(TINY[adapter], cv_data, idx, on_epoch=lambda e, n: epochs_seen.append((e, n)))
+    proba = predict_candidate(fitted, TINY[adapter], cv_data, idx)
+    assert proba.shape == (len(idx), 3)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-5)
+    # the words carry the label: even a tiny random encoder must learn the training rows well
+    assert (proba.argmax(axis=1) == cv_data.y).mean() > 0.6
+    if adapter != "linear":
+        assert epochs_seen and epochs_seen[-1][0] == epochs_seen[-1][1]
+
+    model = build_classifier(fitted, TINY[adapter], cv_data, {"adapter": adapter})
+    # the deployable model (encoder + pooling + head) gives what CV measured
+    np.testing.assert_allclose(model.predict_proba(cv_data.texts, clean=False), proba, atol=1e-4)
+    loaded = TweetClassifier.load(model.save(tmp_path / "m"))
+    np.testing.assert_allclose(loaded.predict_proba(cv_data.texts[:8], clean=False), proba[:8], atol=1e-4)
+    assert loaded.meta["adapter"] == adapter
+    if adapter == "lora":
+        assert loaded.meta["lora"]["rank"] == 4
+        assert not any("lora" in name for name, _ in loaded.encoder.named_parameters())  # merged
+
+
+def test_training_is_repeatable_for_a_seed(cv_data):
+    idx = np.arange(len(cv_data.y))
+    a = predict_candidate(fit_candidate(TINY["mlp"], cv_data, idx), TINY["mlp"], cv_data, idx)
+    b = predict_candidate(fit_candidate(TINY["mlp"], cv_data, idx), TINY["mlp"], cv_data, idx)
+    np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_search_space_is_declared_for_every_adapter():
+    assert set(SEARCH_SPACE) == {"linear", "mlp", "lora"}
+    assert [c.adapter for c in candidates_for(["linear"])] == ["linear"] * len(SEARCH_SPACE["linear"])
+    with pytest.raises(ValueError, match="unknown adapter"):
+        candidates_for(["svm"])
