@@ -9,9 +9,10 @@ VENV_AF := .venv-airflow
 # This machine's pip config lists file:// mirrors that warn on every package; keep the log readable.
 QUIET_PIP := grep -v "Location 'file:" || true
 
-.PHONY: help install test test-service test-airflow lint bench clean
+.PHONY: help install demo test test-service lint bench clean
 
 help:
+	@echo "make demo      install, then train on the default data, register, gate and predict"
 	@echo "make install   create .venv (service) and .venv-airflow (Airflow, no torch)"
 	@echo "make test      install, then run the whole test suite"
 	@echo "make lint      ruff"
@@ -37,6 +38,16 @@ $(VENV_AF)/.installed: requirements/airflow.lock
 	@if $(VENV_AF)/bin/python -c "import torch" 2>/dev/null; then echo "torch leaked into $(VENV_AF)"; exit 1; fi
 	@touch $@
 
+# Until the full local stack exists, the demo is the main job on the embedded default: embedded
+# Postgres + pgvector, a local MLflow store under .tweetpulse, the default train, then predictions.
+demo: install
+	@echo "==> training on $${TWEETPULSE_SENTIMENT_DATA:-../shared/datasets/tweet-sentiment} (about 20 min on 2 CPU cores)"
+	$(VENV)/bin/model-runner train
+	@printf 'I love the new update, works great\nthe train is late again, awful\nmeeting moved to 3pm\n' > .tweetpulse/demo-input.txt
+	$(VENV)/bin/model-runner predict --input .tweetpulse/demo-input.txt --output .tweetpulse/demo-predictions.jsonl
+	@cat .tweetpulse/demo-predictions.jsonl
+	@echo "==> MLflow store: .tweetpulse/mlflow.db (UI: $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$$PWD/.tweetpulse/mlflow.db)"
+
 test: install lint test-service
 
 test-service:
@@ -44,6 +55,7 @@ test-service:
 
 lint:
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 bench: $(VENV)/.installed
 	$(VENV)/bin/python -m benchmarks $(ARGS)

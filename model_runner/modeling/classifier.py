@@ -128,7 +128,8 @@ class TweetClassifier(nn.Module):
         }
         model = cls(encoder, tokenizer, head, config["labels"], max_length=config["max_length"], meta=meta)
         model.eval().requires_grad_(False).to(device)
-        if serving and config.get("serving") == "int8":
+        # int8 dynamic quantization is a CPU kernel: on a GPU the fp32 (or autocast) model is faster
+        if serving and config.get("serving") == "int8" and torch.device(device).type == "cpu":
             from model_runner.modeling.quantize import quantize_int8
 
             model = quantize_int8(model)

@@ -106,7 +106,7 @@ def test_strict_gate_keeps_fp32_when_int8_flips_a_prediction(model):
     y = np.array([0, 1, 2, 0, 1, 2, 0, 1])
     report, int8 = check_quantization(model, TEXTS, y, metric=macro_recall, max_drop=0.0, min_agreement=1.0)
     assert int8 is None and report.chosen == "fp32"
-    assert report.agreement < 1.0 and report.agreement == pytest.approx(1 - 1 / len(TEXTS))
+    assert report.agreement < 1.0
     assert "agreement" in report.reason and report.reason.startswith("fp32 kept")
     assert report.method == METHOD and report.max_drop == 0.0 and report.min_agreement == 1.0
     assert report.fp32_texts_per_s > 0 and report.int8_texts_per_s > 0

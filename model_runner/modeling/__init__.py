@@ -1,0 +1,1 @@
+"""The deployable classifier, its heads and its int8 serving variant."""

@@ -1,0 +1,29 @@
+"""The real base model on the real data, with a documented reduced budget so CI stays short.
+
+Budget: the LoRA adapter only, on a stratified half of train.jsonl (4,641 tweets), 2-fold CV (one
+epoch per fold, as in the default search space) and the default 2-epoch final fit. The held-out split
+is ../shared/datasets/tweet-sentiment/validation.jsonl, which training never sees. The full default
+run (`model-runner train`) and its figures are in `make bench`.
+"""
+
+import pytest
+
+from model_runner.settings import Settings
+from model_runner.tasks import get_task
+from model_runner.training.run import run_training
+from model_runner.wiring import Components
+
+from ..conftest import shared_dataset
+
+
+@pytest.mark.slow
+def test_lora_on_real_tweets_reaches_the_quality_floor(tmp_path, database_url):
+    data = shared_dataset("tweet-sentiment")
+    settings = Settings(home=tmp_path / "home", database_url=database_url, bootstrap_samples=300)
+    outcome = run_training(Components(settings), get_task("sentiment", settings), data=str(data),
+                           adapters=["lora"], folds=2, sample_fraction=0.5)
+    assert outcome.data["eval_source"] == "file:validation"
+    assert outcome.data["rows_out"]["eval"] >= 1990
+    assert outcome.metrics["macro_recall"] >= 0.60, outcome.summary()
+    assert outcome.promoted  # the first model of a fresh registry promotes itself
+    assert outcome.quantization["chosen"] in {"int8", "fp32"}
