@@ -50,8 +50,16 @@ SEARCH_SPACE: dict[str, list[Candidate]] = {
     # selection its advantage is real. On a GPU raise cv_folds/cv_epochs here.
     "lora": [
         Candidate.of(
-            "lora", rank=8, alpha=16, dropout=0.1, lr=1e-3, epochs=2, batch_size=32,
-            target_modules="query,key,value,dense", cv_folds=2, cv_epochs=1,
+            "lora",
+            rank=8,
+            alpha=16,
+            dropout=0.1,
+            lr=1e-3,
+            epochs=2,
+            batch_size=32,
+            target_modules="query,key,value,dense",
+            cv_folds=2,
+            cv_epochs=1,
         )
     ],
 }

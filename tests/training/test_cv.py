@@ -6,6 +6,15 @@ from model_runner.training.search_space import Candidate
 
 from .conftest import make_rows
 
+LABELS = ["negative", "neutral", "positive"]
+
+
+def _cv_data(encoder, bert_path, n_per_class: int, seed: int) -> CVData:
+    rows = make_rows(n_per_class, seed=seed)
+    texts = [r["text"] for r in rows]
+    y = np.array([LABELS.index(r["label"]) for r in rows])
+    return CVData(encoder.encode(texts), texts, y, LABELS, str(bert_path), 32, 0, "cpu")
+
 
 def test_folds_are_stratified_disjoint_and_cover_the_training_rows():
     y = np.array([0] * 30 + [1] * 20 + [2] * 10)
@@ -24,11 +33,7 @@ def test_too_small_class_for_k_folds_is_a_clear_error():
 
 
 def test_cv_reports_mean_and_std_per_candidate(tiny_encoder, tiny_bert):
-    rows = make_rows(20, seed=5)
-    texts = [r["text"] for r in rows]
-    labels = ["negative", "neutral", "positive"]
-    y = np.array([labels.index(r["label"]) for r in rows])
-    data = CVData(tiny_encoder.encode(texts), texts, y, labels, str(tiny_bert), 32, 0, "cpu")
+    data = _cv_data(tiny_encoder, tiny_bert, 20, seed=5)
     cands = [Candidate.of("linear", C=c) for c in (0.01, 1.0)]
     progress = []
     results = run_cv(cands, data, folds=3, workers=1, on_progress=progress.append)
@@ -42,11 +47,7 @@ def test_cv_reports_mean_and_std_per_candidate(tiny_encoder, tiny_bert):
 
 
 def test_cv_in_a_process_pool_matches_in_process(tiny_encoder, tiny_bert):
-    rows = make_rows(12, seed=6)
-    texts = [r["text"] for r in rows]
-    labels = ["negative", "neutral", "positive"]
-    y = np.array([labels.index(r["label"]) for r in rows])
-    data = CVData(tiny_encoder.encode(texts), texts, y, labels, str(tiny_bert), 32, 0, "cpu")
+    data = _cv_data(tiny_encoder, tiny_bert, 12, seed=6)
     cands = [
         Candidate.of("linear", C=1.0),
         Candidate.of("mlp", hidden=16, dropout=0.0, lr=1e-2, weight_decay=0.0, epochs=5),
@@ -58,18 +59,6 @@ def test_cv_in_a_process_pool_matches_in_process(tiny_encoder, tiny_bert):
 
 
 def test_cancellation_stops_cv(tiny_encoder, tiny_bert):
-    rows = make_rows(10, seed=7)
-    texts = [r["text"] for r in rows]
-    y = np.array([["negative", "neutral", "positive"].index(r["label"]) for r in rows])
-    data = CVData(
-        tiny_encoder.encode(texts),
-        texts,
-        y,
-        ["negative", "neutral", "positive"],
-        str(tiny_bert),
-        32,
-        0,
-        "cpu",
-    )
+    data = _cv_data(tiny_encoder, tiny_bert, 10, seed=7)
     with pytest.raises(InterruptedError):
         run_cv([Candidate.of("linear", C=1.0)], data, folds=2, workers=1, should_stop=lambda: True)

@@ -20,8 +20,14 @@ from ..conftest import shared_dataset
 def test_lora_on_real_tweets_reaches_the_quality_floor(tmp_path, database_url):
     data = shared_dataset("tweet-sentiment")
     settings = Settings(home=tmp_path / "home", database_url=database_url, bootstrap_samples=300)
-    outcome = run_training(Components(settings), get_task("sentiment", settings), data=str(data),
-                           adapters=["lora"], folds=2, sample_fraction=0.5)
+    outcome = run_training(
+        Components(settings),
+        get_task("sentiment", settings),
+        data=str(data),
+        adapters=["lora"],
+        folds=2,
+        sample_fraction=0.5,
+    )
     assert outcome.data["eval_source"] == "file:validation"
     assert outcome.data["rows_out"]["eval"] >= 1990
     assert outcome.metrics["macro_recall"] >= 0.60, outcome.summary()
