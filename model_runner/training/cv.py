@@ -105,6 +105,10 @@ def _run_fold(candidate: Candidate, fold: int, train_idx: np.ndarray, val_idx: n
 
 
 # --- driver side -----------------------------------------------------------------------------------
+def _budget(candidate: Candidate, folds: int) -> int:
+    return int(candidate.hp.get("cv_folds", folds))
+
+
 def _executor(workers: int, data: CVData, events) -> Executor | None:
     if workers <= 1:
         _init_worker(data, events, threads=max(1, os.cpu_count() or 1))
@@ -127,11 +131,13 @@ def run_cv(
     should_stop: Callable[[], bool] | None = None,
     on_progress: Callable[[float], None] | None = None,
 ) -> list[CandidateResult]:
-    splits = stratified_folds(data.y, folds, data.seed)
+    # A candidate with a CV budget (``cv_folds`` < folds, e.g. LoRA on a CPU) gets its own
+    # stratified ``cv_folds``-fold split: fewer, cheaper folds that still give a mean and a spread.
+    splits = {
+        k: stratified_folds(data.y, k, data.seed) for k in {min(folds, _budget(c, folds)) for c in candidates}
+    }
     jobs = [
-        (c, i, tr, va)
-        for c in candidates
-        for i, (tr, va) in enumerate(splits[: int(c.hp.get("cv_folds", folds))])
+        (c, i, tr, va) for c in candidates for i, (tr, va) in enumerate(splits[min(folds, _budget(c, folds))])
     ]
     results = {c: CandidateResult(c) for c in candidates}
     bar = tqdm(total=len(jobs), desc="cross-validation", unit="fold")

@@ -62,3 +62,11 @@ def test_cancellation_stops_cv(tiny_encoder, tiny_bert):
     data = _cv_data(tiny_encoder, tiny_bert, 10, seed=7)
     with pytest.raises(InterruptedError):
         run_cv([Candidate.of("linear", C=1.0)], data, folds=2, workers=1, should_stop=lambda: True)
+
+
+def test_a_budgeted_candidate_gets_its_own_smaller_split(tiny_encoder, tiny_bert):
+    data = _cv_data(tiny_encoder, tiny_bert, 12, seed=8)
+    cheap = Candidate.of("linear", C=1.0, cv_folds=2)
+    full = Candidate.of("linear", C=0.5)
+    results = {r.candidate: r for r in run_cv([cheap, full], data, folds=4, workers=1)}
+    assert len(results[cheap].folds) == 2 and len(results[full].folds) == 4
