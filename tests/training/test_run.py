@@ -178,3 +178,30 @@ def test_train_predict_evaluate_cli(settings, dataset, tmp_path, monkeypatch, ca
         assert metrics["n"] == 45 and metrics["model"].endswith("/1")
     finally:
         get_settings.cache_clear()
+
+
+def test_emotion_task_trains_with_four_classes_and_its_own_champion(components, settings, dataset, tmp_path):
+    import random
+
+    words = {"anger": "furious", "joy": "delighted", "optimism": "hopeful", "sadness": "heartbroken"}
+    rng = random.Random(0)
+
+    def rows(n, tag):
+        return [
+            {"text": f"{w} about the {rng.choice(['game', 'news', 'exam'])} {tag}{i}", "label": label}
+            for label, w in words.items()
+            for i in range(n)
+        ]
+
+    folder = tmp_path / "emotion"
+    folder.mkdir()
+    write_jsonl(folder / "train.jsonl", rows(20, "t"))
+    write_jsonl(folder / "validation.jsonl", rows(6, "v"))
+    run_training(components, get_task("sentiment", settings), data=str(dataset), adapters=["linear"])
+    outcome = run_training(components, get_task("emotion", settings), data=str(folder), adapters=["linear"])
+    assert outcome.promoted and outcome.metric == "macro_f1"
+    assert set(outcome.metrics["per_class"]) == set(words)
+    registry = registry_for(settings)
+    assert registry.champion("emotion").name == "tweetpulse-emotion"
+    assert registry.champion("sentiment").name == "tweetpulse-sentiment"
+    assert load_champion(settings, "emotion").model.labels == sorted(words)
