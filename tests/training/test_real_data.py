@@ -17,6 +17,7 @@ from ..conftest import shared_dataset
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # about 10 minutes on an idle 2-core CPU
 def test_lora_on_real_tweets_reaches_the_quality_floor(tmp_path, database_url):
     data = shared_dataset("tweet-sentiment")
     settings = Settings(home=tmp_path / "home", database_url=database_url, bootstrap_samples=300)
