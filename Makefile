@@ -9,7 +9,7 @@ VENV_AF := .venv-airflow
 # This machine's pip config lists file:// mirrors that warn on every package; keep the log readable.
 QUIET_PIP := grep -v "Location 'file:" || true
 
-.PHONY: help install demo test test-service lint bench clean
+.PHONY: help install demo test test-service test-airflow lint bench clean
 
 help:
 	@echo "make demo      install, then train on the default data, register, gate and predict"
@@ -48,10 +48,16 @@ demo: install
 	@cat .tweetpulse/demo-predictions.jsonl
 	@echo "==> MLflow store: .tweetpulse/mlflow.db (UI: $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$$PWD/.tweetpulse/mlflow.db)"
 
-test: install lint test-service
+test: install lint test-service test-airflow
 
 test-service:
 	$(VENV)/bin/python -m pytest tests --ignore=tests/airflow
+
+# The DAG tests run in Airflow's own environment (no torch); they start the ModelRunner from $(VENV).
+test-airflow:
+	@if [ -n "$$(find tests/airflow -name 'test_*.py' 2>/dev/null)" ]; then \
+		$(VENV_AF)/bin/python -m pytest tests/airflow -p no:cacheprovider; \
+	else echo "no Airflow tests yet"; fi
 
 lint:
 	$(VENV)/bin/ruff check .

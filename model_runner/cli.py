@@ -78,6 +78,18 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from model_runner.service.app import create_app
+
+    settings = get_settings()
+    host, port = args.host or settings.host, args.port or settings.port
+    # one worker: the models and micro-batchers live in this process; scale with replicas instead
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", access_log=False)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="model-runner", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -106,6 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--output", required=True)
     predict.add_argument("--task", default="sentiment", choices=TASK_NAMES)
     predict.set_defaults(func=_cmd_predict)
+
+    serve = sub.add_parser("serve", help="start the HTTP service (uvicorn)")
+    serve.add_argument("--host", help="bind address (default: TWEETPULSE_HOST or 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default: TWEETPULSE_PORT or 8000)")
+    serve.set_defaults(func=_cmd_serve)
     return parser
 
 

@@ -95,6 +95,64 @@ class Settings(BaseSettings):
         default="tweetpulse", description="Registered models are named <prefix>-<task>."
     )
 
+    mlflow_ui_url: str | None = Field(
+        default=None,
+        description="Public URL of the MLflow UI, used for run links in job results and alerts.",
+    )
+
+    # --- HTTP service --------------------------------------------------------------------------------
+    host: str = Field(default="127.0.0.1", description="Address `model-runner serve` binds to.")
+    port: int = Field(default=8000, ge=1, le=65535, description="Port `model-runner serve` listens on.")
+    api_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token for mutating routes (train, cancel, reload, writes); unset = they refuse.",
+    )
+    inference_token: SecretStr | None = Field(
+        default=None, description="Optional bearer token for /inference and /similar; unset = open."
+    )
+    tasks: str = Field(
+        default="sentiment,emotion", description="Tasks whose champions the service loads and serves."
+    )
+    max_messages: int = Field(default=256, ge=1, description="Messages per /inference request (413 above).")
+    max_message_chars: int = Field(
+        default=2000, ge=16, description="Characters kept per message; longer ones are truncated and flagged."
+    )
+    max_body_bytes: int = Field(
+        default=1_000_000, ge=1024, description="Largest request body in bytes (413 above)."
+    )
+    batch_max_size: int = Field(default=64, ge=1, description="Micro-batch: most texts per forward pass.")
+    batch_max_wait_ms: float = Field(
+        default=5.0, ge=0, description="Micro-batch: longest wait for more requests before a forward pass."
+    )
+    inference_threads: int = Field(
+        default=0, ge=0, description="Torch threads for serving; 0 = all cores."
+    )
+    reload_poll_s: float = Field(
+        default=0, ge=0, description="Poll the registry for a new champion every N seconds; 0 = off."
+    )
+    review_threshold: float = Field(
+        default=0.6, ge=0, le=1, description="Inspected tweets whose top score is below go to review."
+    )
+    job_poll_s: float = Field(default=1.0, gt=0, description="How often the service checks a training job.")
+
+    # --- Hugging Face Hub ----------------------------------------------------------------------------
+    hub_token: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("TWEETPULSE_HUB_TOKEN", "HF_TOKEN"),
+        description="Hub write token; with hub_repo_id set, promoted models are pushed.",
+    )
+    hub_repo_id: str | None = Field(
+        default=None, description="Hub model repo per task, e.g. `acme/tweetpulse-{task}`; unset = no push."
+    )
+    hub_endpoint: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("TWEETPULSE_HUB_ENDPOINT", "HF_ENDPOINT"),
+        description="Hub API endpoint; unset = https://huggingface.co.",
+    )
+    hub_private: bool = Field(default=True, description="Create the Hub repo as private.")
+    hub_timeout_s: float = Field(default=60.0, gt=0, description="Timeout per Hub HTTP call.")
+    hub_retries: int = Field(default=3, ge=0, le=10, description="Retries of a failed Hub push (backoff).")
+
     def tracking_uri(self) -> str:
         if self.mlflow_tracking_uri:
             return self.mlflow_tracking_uri
@@ -104,6 +162,9 @@ class Settings(BaseSettings):
 
     def artifact_root(self) -> str:
         return (self.resolved_home() / "mlartifacts").as_uri()
+
+    def task_list(self) -> list[str]:
+        return [t.strip() for t in self.tasks.split(",") if t.strip()]
 
     def resolved_home(self) -> Path:
         return self.home.expanduser().resolve()

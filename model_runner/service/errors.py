@@ -1,0 +1,123 @@
+"""Domain errors -> HTTP status, in one table, and the JSON error body every failure uses.
+
+Every error response is ``{"error": {"type": ..., "message": ...}}``; a traceback never leaves the
+process. Messages are written for the caller and never contain secrets.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from model_runner.data import DataError
+from model_runner.errors import NoChampionError
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """An error whose message is safe to show to the caller."""
+
+    status = 400
+    type = "bad_request"
+
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.headers = headers or {}
+
+
+class Unauthorized(ApiError):
+    status, type = 401, "unauthorized"
+
+
+class Forbidden(ApiError):
+    status, type = 403, "forbidden"
+
+
+class NotFound(ApiError):
+    status, type = 404, "not_found"
+
+
+class Conflict(ApiError):
+    status, type = 409, "conflict"
+
+
+class PayloadTooLarge(ApiError):
+    status, type = 413, "payload_too_large"
+
+
+class Unprocessable(ApiError):
+    status, type = 422, "invalid_request"
+
+
+class ModelNotLoaded(ApiError):
+    status, type = 503, "model_not_loaded"
+
+
+class Unavailable(ApiError):
+    status, type = 503, "unavailable"
+
+
+# Domain exceptions raised below the HTTP layer, and the status each one means.
+STATUS_OF: dict[type[Exception], tuple[int, str]] = {
+    NoChampionError: (503, "model_not_loaded"),
+    DataError: (422, "invalid_data"),
+    FileNotFoundError: (404, "not_found"),
+}
+
+_STARLETTE_TYPES = {
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def error_body(type_: str, message: str) -> dict:
+    return {"error": {"type": type_, "message": message}}
+
+
+def error_response(status: int, type_: str, message: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse(error_body(type_, message), status_code=status, headers=headers)
+
+
+def _describe_validation(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError):
+        return error_response(exc.status, exc.type, exc.message, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError):
+        return error_response(422, "invalid_request", _describe_validation(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException):
+        type_ = _STARLETTE_TYPES.get(exc.status_code, "http_error")
+        return error_response(exc.status_code, type_, str(exc.detail), getattr(exc, "headers", None))
+
+    for exc_type, (status, type_) in STATUS_OF.items():
+
+        def _handler(_: Request, exc: Exception, status=status, type_=type_):
+            headers = {"Retry-After": "30"} if status == 503 else None
+            return error_response(status, type_, str(exc), headers)
+
+        app.add_exception_handler(exc_type, _handler)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception):
+        # the detail goes to the log, never to the caller
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(500, "internal_error", "internal error; see the service log")

@@ -1,0 +1,1 @@
+"""HTTP routes, one module per concern; ``create_app`` includes every router listed in ``ROUTERS``."""
