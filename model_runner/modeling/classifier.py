@@ -14,6 +14,7 @@ weights, so ``tweetpulse.json`` records the choice and ``load(..., serving=True)
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +31,41 @@ from model_runner.modeling.heads import build_head, head_spec
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "tweetpulse.json"
+CHECKSUMS_FILE = "checksums.json"
+REQUIRED_FILES = ("config.json", "model.safetensors", "head.safetensors", "label_map.json", CONFIG_FILE)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_checksums(folder: Path) -> None:
+    """A manifest of every file so a copy (registry download, Hub) can be verified before it is served."""
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.name != CHECKSUMS_FILE)
+    manifest = {p.name: _sha256(p) for p in files}
+    (folder / CHECKSUMS_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+
+
+def verify_files(folder: Path) -> None:
+    """Raise ``ValueError`` naming the problem when a model folder is incomplete or was altered."""
+    folder = Path(folder)
+    missing = [name for name in REQUIRED_FILES if not (folder / name).is_file()]
+    if missing:
+        raise ValueError(f"model folder {folder.name} lacks {', '.join(missing)}")
+    manifest_path = folder / CHECKSUMS_FILE
+    if not manifest_path.is_file():
+        raise ValueError(f"model folder {folder.name} has no {CHECKSUMS_FILE}")
+    manifest = json.loads(manifest_path.read_text())
+    for name, expected in manifest.items():
+        path = folder / name
+        if not path.is_file():
+            raise ValueError(f"model file {name} listed in {CHECKSUMS_FILE} is missing")
+        if _sha256(path) != expected:
+            raise ValueError(f"model file {name} does not match its sha256 in {CHECKSUMS_FILE}")
 
 
 class TweetClassifier(nn.Module):
@@ -67,17 +103,28 @@ class TweetClassifier(nn.Module):
     @torch.inference_mode()
     def predict_proba(self, texts: Sequence[str], *, batch_size: int = 64, clean: bool = True) -> np.ndarray:
         """Class probabilities for ``texts`` in input order (batched by similar length)."""
+        return self.predict_with_truncation(texts, batch_size=batch_size, clean=clean)[0]
+
+    @torch.inference_mode()
+    def predict_with_truncation(
+        self, texts: Sequence[str], *, batch_size: int = 64, clean: bool = True
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities plus, per text, whether it was cut to ``max_length`` tokens."""
         self.eval()
         device = next(self.head.parameters()).device
         prepared = [clean_text(t) for t in texts] if clean else list(texts)
         out = np.zeros((len(prepared), len(self.labels)), dtype=np.float32)
+        truncated = np.zeros(len(prepared), dtype=bool)
         order = np.argsort([len(t) for t in prepared], kind="stable")
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            batch = {k: v.to(device) for k, v in self.tokenize([prepared[i] for i in idx]).items()}
+            encoded = self.tokenize([prepared[i] for i in idx])
+            if encoded.encodings:  # fast tokenizers keep what truncation cut off
+                truncated[idx] = [bool(e.overflowing) for e in encoded.encodings]
+            batch = {k: v.to(device) for k, v in encoded.items()}
             logits = self(batch["input_ids"], batch["attention_mask"])
             out[idx] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
-        return out
+        return out, truncated
 
     def predict(self, texts: Sequence[str], **kwargs) -> list[str]:
         return [self.labels[i] for i in self.predict_proba(texts, **kwargs).argmax(axis=1)]
@@ -106,6 +153,7 @@ class TweetClassifier(nn.Module):
             "head": head_spec(self.head),
         }
         (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True))
+        write_checksums(folder)
         return folder
 
     @classmethod

@@ -25,10 +25,11 @@ class ApiError(Exception):
     status = 400
     type = "bad_request"
 
-    def __init__(self, message: str, *, headers: dict[str, str] | None = None):
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None, **extra):
         super().__init__(message)
         self.message = message
         self.headers = headers or {}
+        self.extra = extra  # more machine-readable fields next to type and message (e.g. job_id)
 
 
 class Unauthorized(ApiError):
@@ -63,6 +64,10 @@ class Unavailable(ApiError):
     status, type = 503, "unavailable"
 
 
+class ModelInvalid(ApiError):
+    status, type = 422, "model_invalid"
+
+
 # Domain exceptions raised below the HTTP layer, and the status each one means.
 STATUS_OF: dict[type[Exception], tuple[int, str]] = {
     NoChampionError: (503, "model_not_loaded"),
@@ -78,12 +83,14 @@ _STARLETTE_TYPES = {
 }
 
 
-def error_body(type_: str, message: str) -> dict:
-    return {"error": {"type": type_, "message": message}}
+def error_body(type_: str, message: str, **extra) -> dict:
+    return {"error": {"type": type_, "message": message, **extra}}
 
 
-def error_response(status: int, type_: str, message: str, headers: dict | None = None) -> JSONResponse:
-    return JSONResponse(error_body(type_, message), status_code=status, headers=headers)
+def error_response(
+    status: int, type_: str, message: str, headers: dict | None = None, **extra
+) -> JSONResponse:
+    return JSONResponse(error_body(type_, message, **extra), status_code=status, headers=headers)
 
 
 def _describe_validation(exc: RequestValidationError) -> str:
@@ -97,7 +104,7 @@ def _describe_validation(exc: RequestValidationError) -> str:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError):
-        return error_response(exc.status, exc.type, exc.message, exc.headers)
+        return error_response(exc.status, exc.type, exc.message, exc.headers, **exc.extra)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError):

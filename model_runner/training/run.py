@@ -252,6 +252,15 @@ def run_training(
             mlflow.log_metrics(
                 {k_: float(v) for k_, v in report.metrics.items() if isinstance(v, int | float)}
             )
+            # per-class figures as flat metrics: what the daily regression check compares across versions
+            mlflow.log_metrics(
+                {
+                    f"{name}_{label}": float(values[name])
+                    for label, values in report.metrics.get("per_class", {}).items()
+                    for name in ("precision", "recall", "f1")
+                    if name in values
+                }
+            )
             mlflow.log_artifacts(str(tmp / "report"), "evaluation")
             quant, _ = check_quantization(
                 model,

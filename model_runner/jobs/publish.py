@@ -1,0 +1,84 @@
+"""After a promotion: push the champion to the Hugging Face Hub (when configured) and say so in MLflow."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+
+from model_runner.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def hub_repo_for(settings: Settings, task: str) -> str | None:
+    if not settings.hub_repo_id or settings.hub_token is None:
+        return None
+    return settings.hub_repo_id.format(task=task)
+
+
+def card_info(outcome, name: str, labels: list[str], meta: dict) -> dict:
+    return {
+        "task": outcome.task,
+        "model_name": name,
+        "version": outcome.model_version,
+        "labels": labels,
+        "metric": outcome.metric,
+        "metrics": outcome.metrics,
+        "data": outcome.data,
+        "base_model": meta.get("base_model"),
+        "adapter": meta.get("adapter"),
+        "hyperparameters": meta.get("hyperparameters"),
+        "serving": outcome.quantization.get("chosen"),
+        "mlflow_run_id": outcome.run_id,
+    }
+
+
+def publish_to_hub(settings: Settings, outcome) -> dict:
+    """Returns what the job records; never raises for a Hub problem (the promotion stands)."""
+    repo_id = hub_repo_for(settings, outcome.task)
+    if repo_id is None:
+        return {"pushed": False, "reason": "no Hub token and repo configured"}
+    from model_runner.hub.push import HubPushError, push_model
+    from model_runner.jobs.champion import registry_for
+    from model_runner.modeling.classifier import TweetClassifier
+
+    registry = registry_for(settings)
+    tmp = Path(tempfile.mkdtemp(prefix="tp-hub-"))
+    try:
+        folder = registry.download(outcome.task, version=outcome.model_version, alias=None, dst=tmp)
+        model = TweetClassifier.load(folder)
+        info = card_info(outcome, registry.model_name(outcome.task), model.labels, model.meta)
+        result = push_model(
+            folder,
+            repo_id=repo_id,
+            token=settings.hub_token.get_secret_value(),
+            card_info=info,
+            endpoint=settings.hub_endpoint,
+            private=settings.hub_private,
+            timeout_s=settings.hub_timeout_s,
+            retries=settings.hub_retries,
+            commit_message=f"{info['model_name']} version {outcome.model_version}",
+        )
+    except HubPushError as exc:
+        log.error("Hub push of %s failed: %s", repo_id, exc)
+        return {"pushed": False, "repo_id": repo_id, "error": str(exc)}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    tags = {"hub.repo_id": result.repo_id, "hub.commit_id": result.commit_id}
+    registry.set_tags(outcome.task, outcome.model_version, tags)
+    import mlflow
+
+    client = mlflow.MlflowClient(settings.tracking_uri())
+    for key, value in tags.items():
+        client.set_tag(outcome.run_id, key, value)
+    log.info(
+        "pushed %s version %s to %s at %s", outcome.task, outcome.model_version, repo_id, result.commit_id
+    )
+    return {
+        "pushed": True,
+        "repo_id": result.repo_id,
+        "commit_id": result.commit_id,
+        "url": result.commit_url,
+    }

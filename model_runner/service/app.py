@@ -1,0 +1,72 @@
+"""The one wiring point of the HTTP service: ``create_app(settings)``.
+
+Nothing heavy happens at import or in ``create_app``: the lifespan opens the port at once, then
+migrates the database, recovers interrupted jobs and loads every task's champion in the background
+(``/health/ready`` says when that is done).
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from model_runner import __version__
+from model_runner.service.errors import install_error_handlers
+from model_runner.service.limits import BodySizeLimit
+from model_runner.service.metrics import MetricsMiddleware
+from model_runner.service.routes import health, inference, metrics, model, pipeline, similar, train
+from model_runner.service.state import ServiceState
+from model_runner.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+ROUTERS = (
+    health.router,
+    inference.router,
+    similar.router,
+    model.router,
+    train.router,
+    pipeline.router,
+    metrics.router,
+)
+
+DESCRIPTION = """
+The ModelRunner of tweetpulse: trains tweet classifiers on a frozen transformer, keeps every run
+and model in MLflow, and serves the champion of each task.
+
+* `POST /inference` classifies up to `max_messages` texts per request (micro-batched across requests).
+* `POST /train` starts a training job (bearer token); `GET /train/{job_id}` follows it.
+* `POST /model/reload` (bearer token) swaps in the current champion after validating it.
+
+Errors are always `{"error": {"type", "message"}}`.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    state = ServiceState(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await state.start()
+        try:
+            yield
+        finally:
+            await state.stop()
+
+    app = FastAPI(
+        title="tweetpulse ModelRunner",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.runner = state
+    install_error_handlers(app)
+    for router in ROUTERS:
+        app.include_router(router)
+    # outermost first: size limit before anything reads the body; metrics see every response
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=state.metrics)
+    return app

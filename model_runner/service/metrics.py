@@ -1,0 +1,93 @@
+"""Prometheus metrics of one app instance (its own registry, so several apps can live in one process)."""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
+
+
+class ServiceMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "tweetpulse_http_requests", "HTTP requests", ["method", "route", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "tweetpulse_http_request_seconds",
+            "HTTP request latency",
+            ["method", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "tweetpulse_inference_batch_size",
+            "Texts per forward pass",
+            ["task"],
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.texts = Counter("tweetpulse_inference_texts", "Texts classified", ["task"], registry=r)
+        self.model_info = Gauge(
+            "tweetpulse_served_model_info",
+            "Served model (value 1)",
+            ["task", "name", "version", "serving"],
+            registry=r,
+        )
+        self.reloads = Counter("tweetpulse_model_reloads", "Model reloads", ["task", "outcome"], registry=r)
+        self.jobs = Gauge(
+            "tweetpulse_training_jobs", "Training jobs by state (this service)", ["state"], registry=r
+        )
+        for state in JOB_STATES:
+            self.jobs.labels(state).set(0)
+
+    def observe_batch(self, task: str, size: int) -> None:
+        self.batch_size.labels(task).observe(size)
+        self.texts.labels(task).inc(size)
+
+    def served(self, model) -> None:
+        # one series per task: drop the previous version's before setting the new one
+        for labels in list(self.model_info._metrics):
+            if labels[0] == model.task:
+                self.model_info.remove(*labels)
+        serving = "int8" if model.quantized else "fp32"
+        self.model_info.labels(model.task, model.name, model.version, serving).set(1)
+
+    def job_counts(self, counts: dict[str, int]) -> None:
+        for state in JOB_STATES:
+            self.jobs.labels(state).set(counts.get(state, 0))
+
+
+class MetricsMiddleware:
+    """Counts and times every request by its route template (``/train/{job_id}``, not the raw path)."""
+
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics):
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = [500]
+
+        async def _send(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        start = time.perf_counter()
+        try:
+            await self.app(scope, receive, _send)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            method = scope.get("method", "")
+            self.metrics.latency.labels(method, template).observe(time.perf_counter() - start)
+            self.metrics.requests.labels(method, template, str(status[0])).inc()

@@ -1,0 +1,100 @@
+"""Which model each task serves, and the only way that changes: a validated, serialised, atomic swap."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+from fastapi.concurrency import run_in_threadpool
+
+from model_runner.errors import NoChampionError
+from model_runner.service.batcher import MicroBatcher
+from model_runner.service.served import ModelValidationError, ServedModel, load_version
+from model_runner.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ReloadResult:
+    task: str
+    reloaded: bool
+    version: str | None
+    previous: str | None
+    message: str
+
+    def to_dict(self) -> dict:
+        return self.__dict__.copy()
+
+
+class ModelManager:
+    def __init__(self, settings: Settings, executor: Executor, *, on_swap=None, on_batch=None):
+        self.settings = settings
+        self.tasks = settings.task_list()
+        self._served: dict[str, ServedModel] = {}
+        self.last_error: dict[str, str] = {}
+        self._lock = asyncio.Lock()
+        self._on_swap = on_swap
+        self.batchers = {
+            task: MicroBatcher(
+                task,
+                lambda task=task: self._served.get(task),
+                executor,
+                max_size=settings.batch_max_size,
+                max_wait_ms=settings.batch_max_wait_ms,
+                observe_batch=on_batch,
+            )
+            for task in self.tasks
+        }
+
+    def get(self, task: str) -> ServedModel | None:
+        return self._served.get(task)
+
+    @property
+    def any_loaded(self) -> bool:
+        return bool(self._served)
+
+    def start(self) -> None:
+        for batcher in self.batchers.values():
+            batcher.start()
+
+    async def stop(self) -> None:
+        for batcher in self.batchers.values():
+            await batcher.stop()
+
+    async def load_all(self) -> list[ReloadResult]:
+        return [await self.reload(task) for task in self.tasks]
+
+    async def reload(self, task: str, *, loader=load_version) -> ReloadResult:
+        """Load the task's champion beside the served model and swap only if it validates.
+
+        Reloads are serialised: two callers never load at once, and the second sees the first's result.
+        """
+        if task not in self.batchers:
+            raise KeyError(task)
+        async with self._lock:
+            previous = self._served.get(task)
+            prev_version = previous.version if previous else None
+            try:
+                candidate = await run_in_threadpool(loader, self.settings, task)
+            except NoChampionError as exc:
+                self.last_error[task] = str(exc)
+                return ReloadResult(task, False, prev_version, prev_version, str(exc))
+            except ModelValidationError as exc:
+                self.last_error[task] = f"validation failed: {exc}"
+                log.error("reload of %s refused, still serving %s: %s", task, prev_version, exc)
+                return ReloadResult(task, False, prev_version, prev_version, f"validation failed: {exc}")
+            except Exception as exc:  # registry unreachable, download error: keep serving
+                self.last_error[task] = f"load failed: {type(exc).__name__}: {exc}"
+                log.exception("reload of %s failed, still serving %s", task, prev_version)
+                return ReloadResult(task, False, prev_version, prev_version, self.last_error[task])
+            if previous is not None and previous.version == candidate.version:
+                return ReloadResult(task, False, prev_version, prev_version, "already serving this version")
+            self._served[task] = candidate  # the swap: one reference assignment
+            self.last_error.pop(task, None)
+            log.info("task %s now serves %s (was %s)", task, candidate.tag, prev_version)
+            if self._on_swap:
+                self._on_swap(candidate)
+            return ReloadResult(task, True, candidate.version, prev_version, f"serving {candidate.tag}")

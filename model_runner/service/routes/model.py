@@ -1,0 +1,86 @@
+"""What is served (``/model``), the registry's versions, and the hot reload."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.concurrency import run_in_threadpool
+
+from model_runner.service.auth import require_admin
+from model_runner.service.deps import get_state
+from model_runner.service.errors import ModelInvalid, ModelNotLoaded, Unprocessable
+
+router = APIRouter(tags=["model"])
+
+# Figures of a version's training run that are comparable across versions (same frozen eval split).
+_VERSION_METRICS = ("macro_recall", "macro_f1", "accuracy", "macro_precision", "ece")
+_PER_CLASS = ("recall_", "precision_", "f1_")
+
+
+def _check_task(state, task: str) -> None:
+    if task not in state.models.batchers:
+        raise Unprocessable(f"unknown task {task!r}; served tasks: {', '.join(state.models.tasks)}")
+
+
+@router.get("/model", summary="The model serving a task")
+async def model(task: str = Query("sentiment"), state=Depends(get_state)):
+    _check_task(state, task)
+    served = state.models.get(task)
+    if served is None:
+        why = state.models.last_error.get(task) or "still loading"
+        raise ModelNotLoaded(f"no model is loaded for task {task!r}: {why}", headers={"Retry-After": "30"})
+    return served.describe()
+
+
+@router.get("/model/tasks", summary="Every task and what serves it (null: nothing yet)")
+async def tasks(state=Depends(get_state)):
+    return {
+        "tasks": {t: (m.describe() if (m := state.models.get(t)) else None) for t in state.models.tasks},
+        "errors": dict(state.models.last_error),
+    }
+
+
+@router.get("/model/versions", summary="Registered versions of a task's model, newest first, with metrics")
+async def versions(
+    task: str = Query("sentiment"), limit: int = Query(10, ge=1, le=100), state=Depends(get_state)
+):
+    _check_task(state, task)
+    return await run_in_threadpool(_versions, state.settings, task, limit)
+
+
+def _versions(settings, task: str, limit: int) -> dict:
+    from model_runner.jobs.champion import registry_for
+
+    registry = registry_for(settings)
+    out = []
+    for info in registry.versions(task, limit=limit):
+        metrics = registry.run_metrics(info.run_id) if info.run_id else {}
+        keep = {k: v for k, v in metrics.items() if k in _VERSION_METRICS or k.startswith(_PER_CLASS)}
+        out.append(
+            {
+                "version": info.version,
+                "aliases": info.aliases,
+                "created_at": datetime.fromtimestamp(info.created_at / 1000, UTC).isoformat(),
+                "run_id": info.run_id,
+                "tags": {k: v for k, v in info.tags.items() if k.startswith(("gate.", "task", "adapter"))},
+                "metrics": keep,
+            }
+        )
+    return {"task": task, "name": registry.model_name(task), "versions": out}
+
+
+@router.post(
+    "/model/reload",
+    dependencies=[Depends(require_admin)],
+    summary="Load the current champion(s) beside the served model, validate, then swap atomically",
+)
+async def reload(task: str | None = Query(None), state=Depends(get_state)):
+    if task is not None:
+        _check_task(state, task)
+    results = [await state.reload(t) for t in ([task] if task else state.models.tasks)]
+    body = [r.to_dict() for r in results]
+    failed = [r for r in results if r.message.startswith(("validation failed", "load failed"))]
+    if failed:
+        raise ModelInvalid("; ".join(f"{r.task}: {r.message}" for r in failed), results=body)
+    return {"results": body}

@@ -1,0 +1,42 @@
+"""``POST /similar``: the stored labelled tweets nearest to a text (pgvector k-NN on the frozen encoder)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, ConfigDict, Field
+
+from model_runner.service.auth import require_inference
+from model_runner.service.deps import get_state
+from model_runner.service.errors import Unprocessable
+
+router = APIRouter(tags=["inference"])
+
+
+class SimilarRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"text": "the app keeps crashing", "k": 5}]}
+    )
+    text: str = Field(min_length=1, max_length=10_000)
+    k: int = Field(5, ge=1, le=100)
+    task: str = "sentiment"
+
+
+@router.post("/similar", dependencies=[Depends(require_inference)], summary="Nearest labelled tweets")
+async def similar(body: SimilarRequest, state=Depends(get_state)):
+    if body.task not in state.models.tasks:
+        raise Unprocessable(f"unknown task {body.task!r}; served tasks: {', '.join(state.models.tasks)}")
+    return await run_in_threadpool(_similar, state.components, body)
+
+
+def _similar(components, body: SimilarRequest) -> dict:
+    encoder = components.encoder
+    vector = encoder.encode([body.text])[0]
+    found = components.examples(body.task).similar(vector, encoder.encoder_id, encoder.revision, body.k)
+    return {
+        "task": body.task,
+        "encoder": {"id": encoder.encoder_id, "revision": encoder.revision},
+        "neighbours": [
+            {"text": n.text, "label": n.label, "similarity": round(n.similarity, 6)} for n in found
+        ],
+    }

@@ -1,0 +1,130 @@
+"""A model as the service serves it: loaded from the registry, checked, described.
+
+Loading happens off the event loop; a model reaches ``/inference`` only after ``validate`` passed, so a
+broken download, an altered file or a model that answers nonsense never replaces a good one.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from model_runner.errors import NoChampionError
+from model_runner.modeling.classifier import CONFIG_FILE, TweetClassifier, verify_files
+from model_runner.registry import ModelVersionInfo
+from model_runner.settings import Settings
+
+# Fixed texts every candidate must answer sensibly before it is swapped in.
+CANARY_TEXTS = (
+    "I love this, best update ever!",
+    "This is the worst service I have ever used.",
+    "The meeting is at 3pm on Tuesday.",
+    "",
+    "@user check http://example.com " + "long " * 200,
+)
+
+
+class ModelValidationError(ValueError):
+    """The new model failed validation; the old one keeps serving."""
+
+
+@dataclass
+class ServedModel:
+    task: str
+    name: str
+    version: str
+    model: TweetClassifier
+    quantized: bool
+    metrics: dict
+    run_id: str | None
+    source: str
+    loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def labels(self) -> list[str]:
+        return self.model.labels
+
+    @property
+    def tag(self) -> str:
+        return f"{self.name}/{self.version}"
+
+    def describe(self) -> dict:
+        return {
+            "task": self.task,
+            "name": self.name,
+            "version": self.version,
+            "labels": self.labels,
+            "quantized": self.quantized,
+            "serving": "int8" if self.quantized else "fp32",
+            "metrics": self.metrics,
+            "adapter": self.model.meta.get("adapter"),
+            "base_model": self.model.meta.get("base_model"),
+            "mlflow_run_id": self.run_id,
+            "source": self.source,
+            "max_length": self.model.max_length,
+            "loaded_at": self.loaded_at.isoformat(),
+        }
+
+
+def validate(model: TweetClassifier) -> None:
+    labels = model.labels
+    if not labels or len(set(labels)) != len(labels):
+        raise ModelValidationError(f"label set {labels!r} is empty or has duplicates")
+    proba = model.predict_proba(list(CANARY_TEXTS))
+    if proba.shape != (len(CANARY_TEXTS), len(labels)):
+        raise ModelValidationError(
+            f"canary predictions have shape {proba.shape}, expected {(len(CANARY_TEXTS), len(labels))}"
+        )
+    if not np.isfinite(proba).all() or not np.allclose(proba.sum(axis=1), 1.0, atol=1e-3):
+        raise ModelValidationError("canary predictions are not finite probability distributions")
+
+
+def load_version(settings: Settings, task: str, version: ModelVersionInfo | None = None) -> ServedModel:
+    """Download (the champion unless ``version`` is given), verify, load as served, validate."""
+    from model_runner.jobs.champion import registry_for
+
+    registry = registry_for(settings)
+    info = version or registry.champion(task)
+    if info is None:
+        raise NoChampionError(f"no champion for task {task!r} in {registry.model_name(task)}")
+    tmp = Path(tempfile.mkdtemp(prefix=f"tp-serve-{task}-"))
+    try:
+        folder = registry.download(task, version=info.version, alias=None, dst=tmp)
+        return load_folder(folder, task=task, name=info.name, version=info.version, run_id=info.run_id)
+    finally:
+        # weights are in memory now; the download is not needed
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_folder(
+    folder: Path, *, task: str, name: str, version: str, run_id: str | None = None
+) -> ServedModel:
+    try:
+        verify_files(folder)
+        config = json.loads((Path(folder) / CONFIG_FILE).read_text())
+        model = TweetClassifier.load(folder, serving=True)
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise ModelValidationError(f"{name}/{version}: {exc}") from exc
+    if config.get("task", task) != task:
+        raise ModelValidationError(
+            f"{name}/{version} was trained for task {config.get('task')!r}, not {task!r}"
+        )
+    validate(model)
+    from model_runner.modeling.quantize import QuantizedTweetClassifier
+
+    return ServedModel(
+        task=task,
+        name=name,
+        version=str(version),
+        model=model,
+        quantized=isinstance(model, QuantizedTweetClassifier),
+        metrics=config.get("metrics", {}),
+        run_id=run_id,
+        source=f"models:/{name}/{version}",
+    )
