@@ -124,9 +124,7 @@ class Settings(BaseSettings):
     batch_max_wait_ms: float = Field(
         default=5.0, ge=0, description="Micro-batch: longest wait for more requests before a forward pass."
     )
-    inference_threads: int = Field(
-        default=0, ge=0, description="Torch threads for serving; 0 = all cores."
-    )
+    inference_threads: int = Field(default=0, ge=0, description="Torch threads for serving; 0 = all cores.")
     reload_poll_s: float = Field(
         default=0, ge=0, description="Poll the registry for a new champion every N seconds; 0 = off."
     )

@@ -67,7 +67,9 @@ def test_empty_list_gives_empty_predictions(live):
 def test_long_texts_are_truncated_and_flagged(live):
     limit = live.state.settings.max_message_chars
     with live.client() as c:
-        r = c.post("/inference", json={"messages": ["short and sweet", "love " * (limit // 2), "great " * 60]})
+        r = c.post(
+            "/inference", json={"messages": ["short and sweet", "love " * (limit // 2), "great " * 60]}
+        )
     flags = [p["truncated"] for p in r.json()["predictions"]]
     assert flags == [False, True, True]  # chars limit; then the model's 32-token limit
 
