@@ -1,0 +1,97 @@
+"""Health probes, Prometheus metrics, /model, /similar and the OpenAPI page."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
+
+from model_runner.store import ExampleStore
+from model_runner.store.examples import Example
+from tests.service.conftest import serve
+
+
+def test_live_answers_at_once_and_ready_waits_for_a_model(service_settings):
+    with serve(service_settings, wait_ready=False) as server, server.client() as c:
+        assert c.get("/health/live").json() == {"status": "ok"}
+        first = c.get("/health/ready")
+        assert first.status_code in (200, 503)
+        if first.status_code == 503:
+            assert first.headers["Retry-After"] and first.json()["status"] == "not_ready"
+    with serve(service_settings) as server, server.client() as c:
+        body = c.get("/health/ready").json()
+        assert body["checks"] == {"startup": True, "model": True, "database": True}
+        assert body["models"] == {"sentiment": "tweetpulse-sentiment/1", "emotion": None}
+
+
+def test_ready_is_503_without_any_champion(tmp_path, pg_server, tiny_bert):
+    from tests.service.conftest import make_settings, new_database
+
+    settings = make_settings(tmp_path / "home", new_database(pg_server), tiny_bert)
+    with serve(settings, wait_ready=False) as server, server.client() as c:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            r = c.get("/health/ready")
+            if r.json()["checks"]["startup"]:
+                break
+            time.sleep(0.05)
+        assert r.status_code == 503 and r.json()["checks"]["model"] is False
+        r = c.post("/inference", json={"messages": ["hi"]})
+        assert r.status_code == 503 and "no champion" in r.json()["error"]["message"]
+
+
+def test_metrics_count_requests_batches_and_the_served_model(live):
+    with live.client() as c:
+        for _ in range(3):
+            c.post("/inference", json={"messages": ["a", "b"]})
+        text = c.get("/metrics").text
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+    }
+    requests = [
+        v
+        for (name, labels), v in samples.items()
+        if name == "tweetpulse_http_requests_total"
+        and ("route", "/inference") in labels
+        and ("status", "200") in labels
+    ]
+    assert requests and requests[0] >= 3
+    assert any(n == "tweetpulse_http_request_seconds_bucket" for n, _ in samples)
+    assert any(n == "tweetpulse_inference_batch_size_count" and v >= 3 for (n, _), v in samples.items())
+    info = [dict(lbl) for (n, lbl), v in samples.items() if n == "tweetpulse_served_model_info" and v == 1]
+    assert {"task": "sentiment", "name": "tweetpulse-sentiment", "version": "1"}.items() <= info[0].items()
+    assert any(n == "tweetpulse_training_jobs" for n, _ in samples)
+
+
+def test_model_describes_what_is_served(live):
+    with live.client() as c:
+        body = c.get("/model").json()
+        assert body["version"] == "1" and body["labels"] == ["negative", "neutral", "positive"]
+        assert body["serving"] in ("int8", "fp32") and body["metrics"]["macro_recall"] >= 0
+        tasks = c.get("/model/tasks").json()["tasks"]
+        assert tasks["sentiment"]["version"] == "1" and tasks["emotion"] is None
+        versions = c.get("/model/versions").json()["versions"]
+        assert versions[0]["version"] == "1" and "champion" in versions[0]["aliases"]
+        assert {"macro_recall", "recall_negative", "recall_positive"} <= set(versions[0]["metrics"])
+        assert c.get("/docs").status_code == 200
+        schema = c.get("/openapi.json").json()
+        assert "examples" in str(schema["components"]["schemas"]["InferenceRequest"])
+
+
+def test_similar_returns_the_nearest_stored_labelled_tweets(live):
+    components = live.state.components
+    texts = ["I love this phone", "the train is late again", "meeting at noon tomorrow"]
+    ExampleStore(components.db, "sentiment").upsert(
+        Example(t, label, "test") for t, label in zip(texts, ["positive", "negative", "neutral"], strict=True)
+    )
+    components.embeddings.get_or_compute(texts)
+    with live.client() as c:
+        r = c.post("/similar", json={"text": "the train is late again", "k": 2})
+    assert r.status_code == 200, r.text
+    found = r.json()["neighbours"]
+    assert len(found) == 2 and found[0]["text"] == "the train is late again"
+    assert found[0]["label"] == "negative" and np.isclose(found[0]["similarity"], 1.0, atol=1e-4)
+    assert found[0]["similarity"] >= found[1]["similarity"]
