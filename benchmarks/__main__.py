@@ -6,10 +6,15 @@ import argparse
 import logging
 import sys
 
-from benchmarks import embedding, quantize, training
+from benchmarks import embedding, quantize, serving, training
 
 # training last: it is the long one (the default train, ~15-20 min on 2 CPU cores)
-BENCHMARKS = {"embedding": embedding.run, "quantize": quantize.run, "training": training.run}
+BENCHMARKS = {
+    "embedding": embedding.run,
+    "quantize": quantize.run,
+    "serving": serving.run,
+    "training": training.run,
+}
 
 
 def main() -> int:

@@ -1,0 +1,205 @@
+"""Serving throughput and latency, side by side on the same 1,000 validation tweets and base model.
+
+(a) one message at a time through the fp32 model (tokenizer + forward per text: the naive service);
+(b) the ``transformers`` text-classification pipeline, batched, fp32;
+(c) our serving path in process: 32 concurrent requests of 32 texts through the micro-batcher, for the
+    served int8 model and for fp32;
+(d) ``model-runner serve`` under uvicorn in its own process, 8 concurrent HTTP clients, batches of 32;
+(e) single-message HTTP requests one after another (an idle service): p50/p99 latency.
+Ratios are against (a). The service's peak RSS is its VmHWM. The champion is the real base model with a
+linear head (its quality does not matter here), registered in a scratch MLflow store and Postgres.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import torch
+
+from benchmarks.common import load_texts, scratch_database, table
+from benchmarks.quantize import LABELS, _base_classifier
+
+N_TEXTS = 1000
+CLIENTS = 8
+BATCH = 32
+SINGLE_REQUESTS = 300
+
+
+def _naive_fp32(model, texts: list[str]) -> float:
+    """What a first version does: one tokenizer call and one forward pass per message."""
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for text in texts:
+            enc = model.tokenizer(text, truncation=True, max_length=model.max_length, return_tensors="pt")
+            torch.softmax(model(enc["input_ids"], enc["attention_mask"]), dim=-1)
+    return len(texts) / (time.perf_counter() - start)
+
+
+def _hf_pipeline(texts: list[str]) -> float:
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
+
+    from model_runner.encoder import resolve_model
+    from model_runner.settings import Settings
+
+    path = resolve_model(Settings().encoder_id).path
+    clf = AutoModelForSequenceClassification.from_pretrained(path, num_labels=3)
+    pipe = pipeline(
+        "text-classification", model=clf, tokenizer=AutoTokenizer.from_pretrained(path), device=-1
+    )
+    start = time.perf_counter()
+    pipe(texts, batch_size=BATCH, truncation=True, max_length=128)
+    return len(texts) / (time.perf_counter() - start)
+
+
+def _in_process(served, texts: list[str]) -> float:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from model_runner.service.batcher import MicroBatcher
+
+    async def go() -> float:
+        executor = ThreadPoolExecutor(max_workers=1)
+        batcher = MicroBatcher("sentiment", lambda: served, executor, max_size=64, max_wait_ms=5)
+        batcher.start()
+        chunks = [texts[i : i + BATCH] for i in range(0, len(texts), BATCH)]
+        start = time.perf_counter()
+        await asyncio.gather(*[batcher.predict(c) for c in chunks])
+        elapsed = time.perf_counter() - start
+        await batcher.stop()
+        executor.shutdown()
+        return len(texts) / elapsed
+
+    return asyncio.run(go())
+
+
+def _register(model, settings, serving: str) -> None:
+    import mlflow
+
+    from model_runner.registry import ModelRegistry
+    from model_runner.training import tracking
+
+    model.meta.update({"task": "sentiment", "serving": serving, "adapter": "linear"})
+    registry = ModelRegistry(settings.tracking_uri(), name_prefix=settings.registry_prefix)
+    with tempfile.TemporaryDirectory() as tmp, tracking.training_run(settings, "bench", {}):
+        model.save(Path(tmp) / "model")
+        version = registry.log_and_register(Path(tmp) / "model", task="sentiment", input_example=["hi"])
+    registry.promote("sentiment", version.version)
+    mlflow.end_run()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _http_clients(url: str, texts: list[str]) -> tuple[float, int]:
+    chunks = [texts[i : i + BATCH] for i in range(0, len(texts), BATCH)]
+    errors = [0]
+
+    def worker(mine):
+        with httpx.Client(base_url=url, timeout=60) as c:
+            for chunk in mine:
+                if c.post("/inference", json={"messages": chunk}).status_code != 200:
+                    errors[0] += 1
+
+    threads = [threading.Thread(target=worker, args=(chunks[i::CLIENTS],)) for i in range(CLIENTS)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return len(texts) / (time.perf_counter() - start), errors[0]
+
+
+def _latency(url: str, texts: list[str]) -> tuple[float, float]:
+    times = []
+    with httpx.Client(base_url=url, timeout=30) as c:
+        for text in texts:
+            start = time.perf_counter()
+            c.post("/inference", json={"messages": [text]})
+            times.append(time.perf_counter() - start)
+    return float(np.percentile(times, 50) * 1000), float(np.percentile(times, 99) * 1000)
+
+
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def run(limit: int | None = None, serving: str = "int8") -> None:
+    from model_runner.modeling.quantize import quantize_int8
+    from model_runner.service.served import ServedModel
+    from model_runner.settings import Settings
+
+    texts = load_texts(limit=limit or N_TEXTS)
+    model = _base_classifier(max_length=128)
+    torch.manual_seed(0)
+    naive = _naive_fp32(model, texts)
+    pipe = _hf_pipeline(texts)
+    as_served = {"fp32": model, "int8": quantize_int8(model)}
+    inproc = {
+        name: _in_process(ServedModel("sentiment", "bench", "1", m, name == "int8", {}, None, "bench"), texts)
+        for name, m in as_served.items()
+    }
+
+    with scratch_database() as db_url, tempfile.TemporaryDirectory(prefix="tp-serve-bench-") as home:
+        settings = Settings(home=Path(home), database_url=db_url, tasks="sentiment")
+        _register(model, settings, serving)
+        port = _free_port()
+        env = dict(
+            os.environ,
+            TWEETPULSE_HOME=home,
+            DATABASE_URL=db_url,
+            TWEETPULSE_TASKS="sentiment",
+            TWEETPULSE_PORT=str(port),
+            TWEETPULSE_MLFLOW_TRACKING_URI=settings.tracking_uri(),
+        )
+        server = subprocess.Popen(
+            [sys.executable, "-m", "model_runner.cli", "serve"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 180
+            while time.monotonic() < deadline:
+                try:
+                    if httpx.get(url + "/health/ready", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.5)
+            else:
+                raise RuntimeError("the service did not become ready")
+            p50, p99 = _latency(url, texts[:SINGLE_REQUESTS])  # idle first
+            http, errors = _http_clients(url, texts)
+            rss = _peak_rss_mb(server.pid)
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+
+    rows = [
+        ("(a) one at a time, fp32", f"{naive:.1f}", "1.00x", ""),
+        ("(b) transformers pipeline, batched fp32", f"{pipe:.1f}", f"{pipe / naive:.2f}x", ""),
+        ("(c) our path in-process, int8", f"{inproc['int8']:.1f}", f"{inproc['int8'] / naive:.2f}x", ">= 6x"),
+        ("(c') our path in-process, fp32", f"{inproc['fp32']:.1f}", f"{inproc['fp32'] / naive:.2f}x", ""),
+        (f"(d) HTTP, {CLIENTS} clients x {BATCH}, {serving}", f"{http:.1f}", f"{http / naive:.2f}x", ">= 4x"),
+    ]
+    print(f"{len(texts)} validation tweets, all-MiniLM-L6-v2, torch threads {torch.get_num_threads()}")
+    print(table(rows, ("path", "texts/s", "vs (a)", "target")))
+    print(f"(e) single-message HTTP, idle: p50 {p50:.1f} ms, p99 {p99:.1f} ms (target p99 <= 30 ms)")
+    print(f"service peak RSS {rss:.0f} MB (target <= 1500 MB); HTTP errors {errors}")
+    print(f"served model: {serving}; labels {LABELS}")
