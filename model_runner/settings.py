@@ -120,7 +120,12 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         default=1_000_000, ge=1024, description="Largest request body in bytes (413 above)."
     )
-    batch_max_size: int = Field(default=64, ge=1, description="Micro-batch: most texts per forward pass.")
+    batch_max_size: int = Field(
+        default=128,
+        ge=1,
+        description="Micro-batch: most texts gathered from concurrent requests; they are length-sorted and"
+        " run in forward passes of encoder_batch_size.",
+    )
     batch_max_wait_ms: float = Field(
         default=5.0, ge=0, description="Micro-batch: longest wait for more requests before a forward pass."
     )

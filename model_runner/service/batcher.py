@@ -49,12 +49,14 @@ class MicroBatcher:
         *,
         max_size: int,
         max_wait_ms: float,
+        pass_size: int = 64,
         observe_batch: Callable[[str, int], None] | None = None,
     ):
         self.task = task
         self._current = current
         self._executor = executor
         self._max_size = max_size
+        self._pass_size = pass_size  # texts per forward pass; a gathered batch is length-sorted first
         self._max_wait = max_wait_ms / 1000
         self._observe = observe_batch
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
@@ -110,7 +112,8 @@ class MicroBatcher:
             texts = [t for p in batch for t in p.texts]
             try:
                 proba, truncated = await loop.run_in_executor(
-                    self._executor, partial(served.model.predict_with_truncation, texts, batch_size=64)
+                    self._executor,
+                    partial(served.model.predict_with_truncation, texts, batch_size=self._pass_size),
                 )
             except Exception as exc:  # one bad batch must not kill the loop
                 log.exception("inference failed for a batch of %d texts", len(texts))
