@@ -9,12 +9,15 @@ VENV_AF := .venv-airflow
 # This machine's pip config lists file:// mirrors that warn on every package; keep the log readable.
 QUIET_PIP := grep -v "Location 'file:" || true
 
-.PHONY: help install demo test test-service test-airflow lint bench clean
+.PHONY: help install demo up down status test test-service test-airflow lint bench clean
 
 help:
 	@echo "make demo      install, then train on the default data, register, gate and predict"
 	@echo "make install   create .venv (service) and .venv-airflow (Airflow, no torch)"
 	@echo "make test      install, then run the whole test suite"
+	@echo "make up        start the local stack (Postgres, MLflow, ModelRunner, Airflow, SMTP sink)"
+	@echo "make down      stop every process the stack started"
+	@echo "make status    what the stack runs"
 	@echo "make lint      ruff"
 	@echo "make bench     benchmarks (encoder throughput, embedding cache cold vs warm)"
 
@@ -47,6 +50,17 @@ demo: install
 	$(VENV)/bin/model-runner predict --input .tweetpulse/demo-input.txt --output .tweetpulse/demo-predictions.jsonl
 	@cat .tweetpulse/demo-predictions.jsonl
 	@echo "==> MLflow store: .tweetpulse/mlflow.db (UI: $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$$PWD/.tweetpulse/mlflow.db)"
+
+# The local stack without Docker (infra/stack/): embedded Postgres + pgvector, MLflow server, ModelRunner,
+# Airflow 3 (api-server, scheduler, dag-processor, triggerer) and an SMTP sink, all on loopback.
+up: install
+	$(VENV)/bin/python infra/stack/stack.py up
+
+down:
+	@if [ -x $(VENV)/bin/python ]; then $(VENV)/bin/python infra/stack/stack.py down; fi
+
+status:
+	@$(VENV)/bin/python infra/stack/stack.py status
 
 test: install lint test-service test-airflow
 

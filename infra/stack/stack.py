@@ -1,0 +1,178 @@
+"""The local stack without Docker: ``up``, ``down``, ``status`` and ``demo`` (see the README).
+
+Run with the service environment: ``.venv/bin/python infra/stack/stack.py up``. Every process gets
+its own session, a pid file under ``$TWEETPULSE_HOME/stack`` and a log under ``$TWEETPULSE_HOME/logs``;
+``down`` stops the process groups, then anything else still carrying this stack's environment
+marker, then Postgres.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import httpx
+from config import StackConfig
+from procs import alive, kill_marked, marked_processes, read_pid, start, stop_group
+from services import build, start_postgres, stop_postgres
+
+DAGS = ("weekly_retrain", "regression_check", "tweet_inspector")
+
+
+def say(message: str) -> None:
+    print(f"==> {message}", flush=True)
+
+
+class StackError(RuntimeError):
+    pass
+
+
+def _stack_id(cfg: StackConfig) -> str:
+    return str(cfg.root)
+
+
+def _airflow_migrate(cfg: StackConfig, services) -> None:
+    import os
+    import subprocess
+
+    env = services["airflow-scheduler"].proc.env
+    log = cfg.log_dir / "airflow-db-migrate.log"
+    say("migrating the Airflow metadata database")
+    with log.open("ab") as out:
+        result = subprocess.run(
+            [services["airflow-scheduler"].proc.argv[0], "db", "migrate"],
+            env={**os.environ, **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            timeout=600,
+        )
+    if result.returncode:
+        raise StackError(f"airflow db migrate failed; read {log}")
+
+
+def up(cfg: StackConfig) -> dict:
+    cfg.log_dir.mkdir(parents=True, exist_ok=True)
+    say(f"starting Postgres + pgvector (data in {cfg.root / 'pgdata'})")
+    pg_uri = start_postgres(cfg)
+    services = build(cfg, pg_uri)
+    if not read_pid(cfg.run_dir, "airflow-scheduler"):
+        _airflow_migrate(cfg, services)
+    for name, service in services.items():
+        pid = start(service.proc, cfg.run_dir, cfg.log_dir, _stack_id(cfg))
+        say(f"{name}: pid {pid}, log {cfg.log_dir / (name + '.log')}")
+    for name, service in services.items():
+        _wait_healthy(cfg, name, service)
+    _unpause_dags(cfg, services)
+    return services
+
+
+def _wait_healthy(cfg: StackConfig, name: str, service) -> None:
+    deadline = time.monotonic() + cfg.start_timeout_s
+    while time.monotonic() < deadline:
+        if not read_pid(cfg.run_dir, name):
+            raise StackError(f"{name} exited during start-up; read {cfg.log_dir / (name + '.log')}")
+        if service.health():
+            say(f"{name} is healthy" + (f" at {service.url}" if service.url else ""))
+            return
+        time.sleep(1)
+    raise StackError(
+        f"{name} not healthy after {cfg.start_timeout_s:.0f}s; read {cfg.log_dir / (name + '.log')}"
+    )
+
+
+def airflow_api(cfg: StackConfig):
+    from airflow_api import AirflowAPI
+    from services import airflow_url
+
+    return AirflowAPI(airflow_url(cfg), "admin", cfg.secrets()["airflow_password"])
+
+
+def _unpause_dags(cfg: StackConfig, services) -> None:
+    api = airflow_api(cfg)
+    say("waiting for the DAGs to be parsed")
+    api.wait_for_dags(list(DAGS), timeout=cfg.start_timeout_s)
+    for dag in DAGS:
+        api.unpause(dag)
+    say(f"DAGs {', '.join(DAGS)} are active")
+
+
+def down(cfg: StackConfig) -> None:
+    names = [p.stem for p in cfg.run_dir.glob("*.pid")] if cfg.run_dir.exists() else []
+    # Airflow first (its tasks call the ModelRunner), Postgres last
+    order = sorted(names, key=lambda n: (not n.startswith("airflow"), n == "mlflow", n))
+    for name in order:
+        pid = read_pid(cfg.run_dir, name)
+        if pid:
+            say(f"stopping {name} (process group {pid})")
+            stop_group(pid)
+        (cfg.run_dir / f"{name}.pid").unlink(missing_ok=True)
+    leftovers = kill_marked(_stack_id(cfg))
+    if leftovers:
+        say(f"stopped {len(leftovers)} stray process(es) of this stack: {leftovers}")
+    stop_postgres(cfg)
+    say("stack stopped")
+
+
+def status(cfg: StackConfig) -> int:
+    from services import airflow_url, mlflow_url, runner_url
+
+    urls = {
+        "model-runner": f"{runner_url(cfg)}/health/ready",
+        "mlflow": f"{mlflow_url(cfg)}/health",
+        "airflow-api-server": f"{airflow_url(cfg)}/api/v2/monitor/health",
+    }
+    running = 0
+    names = sorted(p.stem for p in cfg.run_dir.glob("*.pid")) if cfg.run_dir.exists() else []
+    for name in names:
+        pid = read_pid(cfg.run_dir, name)
+        state = "running" if pid else "stopped"
+        running += bool(pid)
+        extra = ""
+        if pid and name in urls:
+            import httpx
+
+            try:
+                extra = f"  {urls[name]} -> {httpx.get(urls[name], timeout=3).status_code}"
+            except httpx.HTTPError as exc:
+                extra = f"  {urls[name]} -> {type(exc).__name__}"
+        print(f"{name:<24} {state:<8} {pid or '':<8}{extra}")
+    pg = cfg.root / "pgdata" / "postmaster.pid"
+    pg_pid = int(pg.read_text().split()[0]) if pg.exists() else None
+    print(f"{'postgres':<24} {'running' if pg_pid and alive(pg_pid) else 'stopped':<8} {pg_pid or ''}")
+    strays = [
+        p for p in marked_processes(_stack_id(cfg)) if p not in {read_pid(cfg.run_dir, n) for n in names}
+    ]
+    print(f"processes carrying this stack's marker: {len(strays) + running}")
+    return 0 if running else 3
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="stack", description=__doc__)
+    parser.add_argument("command", choices=["up", "down", "status", "demo"])
+    args = parser.parse_args(argv)
+    cfg = StackConfig()
+    try:
+        if args.command == "up":
+            up(cfg)
+            from demo import print_where_to_look
+
+            print_where_to_look(cfg)
+        elif args.command == "down":
+            down(cfg)
+        elif args.command == "status":
+            return status(cfg)
+        else:
+            from demo import run_demo
+
+            up(cfg)
+            return run_demo(cfg, airflow_api(cfg))
+    except (StackError, RuntimeError, httpx.HTTPError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        print(f"logs: {cfg.log_dir}; stop everything with `make down`", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
