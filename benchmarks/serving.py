@@ -135,8 +135,10 @@ def _latency(url: str, texts: list[str]) -> tuple[float, float]:
 def _latency_during_training(url: str, texts: list[str]) -> tuple[float, float]:
     """Single-message latency while a training job (its own process) embeds and cross-validates."""
     auth = {"Authorization": f"Bearer {TOKEN}"}
-    job = httpx.post(url + "/train", json={"adapters": ["linear", "mlp"]}, headers=auth, timeout=30).json()
-    job_id = job["job_id"]
+    response = httpx.post(url + "/train", json={"adapters": ["linear", "mlp"]}, headers=auth, timeout=30)
+    if response.status_code != 202:
+        raise RuntimeError(f"POST /train answered {response.status_code}: {response.text}")
+    job_id = response.json()["job_id"]
     try:
         while httpx.get(f"{url}/train/{job_id}").json()["stage"] in ("queued", "starting", "data"):
             time.sleep(0.5)  # wait until the worker really computes
@@ -175,6 +177,7 @@ def run(limit: int | None = None, serving: str = "int8") -> None:
         env = dict(
             os.environ,
             TWEETPULSE_HOME=home,
+            TWEETPULSE_API_TOKEN=TOKEN,
             DATABASE_URL=db_url,
             TWEETPULSE_TASKS="sentiment",
             TWEETPULSE_PORT=str(port),

@@ -90,6 +90,49 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_label_import(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+    from pathlib import Path
+
+    from model_runner.pipeline.label_files import read_label_file
+    from model_runner.pipeline.review import import_labels
+    from model_runner.wiring import Components
+
+    settings = get_settings()
+    task = get_task(args.task, settings)
+    items = read_label_file(Path(args.file), task.int_labels)
+    result = import_labels(Components(settings).db, task.name, items, allowed_labels=task.int_labels)
+    print(
+        f"{result.added} new feedback labels for {task.name}, {result.duplicates} already known,"
+        f" {len(result.unknown_tweets)} unknown tweet ids;"
+        f" {result.removed_from_review} left the review queue",
+        file=sys.stderr,
+    )
+    print(json.dumps(asdict(result)))
+    return 0
+
+
+def _cmd_label_export(args: argparse.Namespace) -> int:
+    from model_runner.pipeline.review import list_review
+    from model_runner.wiring import Components
+
+    settings = get_settings()
+    task = get_task(args.task, settings)
+    total, items = list_review(Components(settings).db, task.name, limit=args.limit)
+    with open(args.file, "w", encoding="utf-8") as handle:
+        for item in items:
+            row = {
+                "tweet_id": str(item.tweet_id),
+                "text": item.text,
+                "predicted_label": item.predicted_label,
+                "top_score": round(item.top_score, 4),
+                "label": "",  # for the reviewer to fill in, then `model-runner label import`
+            }
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    print(f"wrote {len(items)} of {total} queued tweets to {args.file}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="model-runner", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -118,6 +161,20 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--output", required=True)
     predict.add_argument("--task", default="sentiment", choices=TASK_NAMES)
     predict.set_defaults(func=_cmd_predict)
+
+    label = sub.add_parser("label", help="the review queue and labelled feedback")
+    label_sub = label.add_subparsers(dest="label_command", required=True)
+    label_import = label_sub.add_parser(
+        "import", help="add labelled rows (JSON Lines or CSV: label + text or tweet_id) as feedback"
+    )
+    label_import.add_argument("file")
+    label_import.add_argument("--task", default="sentiment", choices=TASK_NAMES)
+    label_import.set_defaults(func=_cmd_label_import)
+    label_export = label_sub.add_parser("export", help="write the review queue as JSON Lines to label")
+    label_export.add_argument("file")
+    label_export.add_argument("--task", default="sentiment", choices=TASK_NAMES)
+    label_export.add_argument("--limit", type=int, default=500)
+    label_export.set_defaults(func=_cmd_label_export)
 
     serve = sub.add_parser("serve", help="start the HTTP service (uvicorn)")
     serve.add_argument("--host", help="bind address (default: TWEETPULSE_HOST or 127.0.0.1)")

@@ -1,7 +1,229 @@
-"""Routes the Airflow DAGs use for tweets, predictions, statistics, drift and the review queue."""
+"""Routes the Airflow DAGs use for tweets, predictions, statistics, drift and the review queue.
+
+Every route is a plain ``def``: FastAPI runs it in its thread pool, so database work and embedding
+(drift, summaries) never block the event loop. Writes need the admin bearer token.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import logging
+from dataclasses import asdict
+from datetime import UTC, date, datetime, timedelta
+
+from fastapi import APIRouter, Depends, Query
+
+from model_runner.pipeline import alerts
+from model_runner.pipeline.api_models import (
+    ClaimRequest,
+    DailyStatsRequest,
+    FinishRequest,
+    LabelsRequest,
+    PredictionsRequest,
+    ResolveRequest,
+    TaskName,
+    TweetsRequest,
+)
+from model_runner.service.auth import require_admin
+from model_runner.service.deps import get_components
+from model_runner.service.errors import Conflict, Unprocessable
 
 router = APIRouter(tags=["pipeline"])
+admin = [Depends(require_admin)]
+log = logging.getLogger(__name__)
+
+
+def _window(since: datetime | None, until: datetime | None, default_days: float):
+    from model_runner.pipeline.window import Window
+
+    try:
+        return Window.between(since, until, default_days=default_days)
+    except ValueError as exc:
+        raise Unprocessable(str(exc)) from None
+
+
+@router.post("/tweets", dependencies=admin, summary="Upsert inspected tweets (idempotent by tweet id)")
+def post_tweets(body: TweetsRequest, components=Depends(get_components)):
+    from model_runner.pipeline.tweets import Tweet, upsert_tweets
+    from model_runner.pipeline.window import as_utc
+
+    tweets = [
+        Tweet(t.id, t.text, body.found_by, t.author, as_utc(t.created_at) if t.created_at else None)
+        for t in body.tweets
+    ]
+    return asdict(upsert_tweets(components.db, tweets))
+
+
+@router.post(
+    "/predictions",
+    dependencies=admin,
+    summary="Upsert predictions of stored tweets; those below the review threshold join the review queue",
+)
+def post_predictions(body: PredictionsRequest, components=Depends(get_components)):
+    from model_runner.pipeline.predictions import TweetPrediction, UnknownTweets, upsert_predictions
+
+    preds = [TweetPrediction(p.tweet_id, p.label, p.scores) for p in body.predictions]
+    threshold = components.settings.review_threshold
+    try:
+        result = upsert_predictions(
+            components.db, body.task, body.model_version, preds, review_threshold=threshold
+        )
+    except UnknownTweets as exc:
+        raise Unprocessable(str(exc), tweet_ids=[str(t) for t in exc.tweet_ids]) from None
+    return {**asdict(result), "review_threshold": threshold}
+
+
+@router.get("/review", summary="The review queue: inspected tweets the model was unsure about")
+def get_review(
+    task: TaskName = "sentiment",
+    limit: int = Query(50, ge=1, le=1000),
+    offset: int = Query(0, ge=0),
+    components=Depends(get_components),
+):
+    from model_runner.pipeline.review import list_review
+
+    total, items = list_review(components.db, task, limit=limit, offset=offset)
+    rows = [{**asdict(i), "tweet_id": str(i.tweet_id), "queued_at": i.queued_at.isoformat()} for i in items]
+    return {"task": task, "total": total, "items": rows}
+
+
+@router.post("/labels", dependencies=admin, summary="Labelled feedback: joins the next retrain")
+def post_labels(body: LabelsRequest, components=Depends(get_components)):
+    from model_runner.pipeline.review import InvalidLabels, LabelItem, import_labels
+    from model_runner.tasks import get_task
+
+    task = get_task(body.task, components.settings)
+    items = [LabelItem(i.label, i.text, i.tweet_id) for i in body.items]
+    try:
+        result = import_labels(components.db, task.name, items, allowed_labels=task.int_labels)
+    except InvalidLabels as exc:
+        raise Unprocessable(str(exc), problems=exc.problems[:50]) from None
+    return {**asdict(result), "unknown_tweets": [str(t) for t in result.unknown_tweets]}
+
+
+@router.post(
+    "/stats/daily",
+    dependencies=admin,
+    summary="Recompute daily inspection statistics (per source and UTC day), store and log them to MLflow",
+)
+def post_daily_stats(body: DailyStatsRequest, components=Depends(get_components)):
+    from model_runner.pipeline.stats import compute_daily_stats, set_mlflow_run, store_daily_stats
+    from model_runner.pipeline.stats_mlflow import EXPERIMENT, log_daily_stats
+
+    last = body.until or datetime.now(UTC).date()
+    first = last - timedelta(days=body.days - 1)
+    db = components.db
+    stats = store_daily_stats(db, compute_daily_stats(db, body.task, first, last, found_by=body.found_by))
+    logged = 0
+    if body.log_to_mlflow:
+        logged = log_daily_stats(components.settings, stats, lambda s, run: set_mlflow_run(db, s, run))
+    return {
+        "task": body.task,
+        "first_day": first.isoformat(),
+        "last_day": last.isoformat(),
+        "rows": [s.to_dict() for s in stats],
+        "changed": sum(s.changed for s in stats),
+        "logged_to_mlflow": logged,
+        "mlflow_experiment": EXPERIMENT,
+    }
+
+
+@router.get("/stats/daily", summary="Stored daily inspection statistics")
+def get_daily_stats(
+    task: TaskName = "sentiment",
+    days: int = Query(8, ge=1, le=366),
+    until: date | None = None,
+    found_by: str | None = Query(None, min_length=1, max_length=300),
+    components=Depends(get_components),
+):
+    from model_runner.pipeline.stats import read_daily_stats
+
+    last = until or datetime.now(UTC).date()
+    first = last - timedelta(days=days - 1)
+    rows = read_daily_stats(components.db, task, first, last, found_by=found_by)
+    return {
+        "task": task,
+        "first_day": first.isoformat(),
+        "last_day": last.isoformat(),
+        "rows": [r.to_dict() for r in rows],
+    }
+
+
+@router.get("/drift", summary="Recent tweets vs training data: centroid cosine distance and class shares")
+def get_drift(
+    task: TaskName = "sentiment",
+    days: float = Query(7, gt=0, le=90),
+    until: datetime | None = None,
+    components=Depends(get_components),
+):
+    from model_runner.data import DataError
+    from model_runner.jobs.embed import embed_dataset
+    from model_runner.pipeline.drift import drift_report
+    from model_runner.pipeline.window import Window
+    from model_runner.tasks import get_task
+
+    window = Window.last_days(days, until)
+    notes: list[str] = []
+
+    def record_reference() -> None:
+        # no training example stored yet: record the task's dataset (its vectors are cached by training)
+        try:
+            embed_dataset(components, get_task(task, components.settings))
+        except (DataError, FileNotFoundError, ValueError) as exc:
+            notes.append(f"no training reference: {exc}")
+            log.warning("drift without a reference for %s: %s", task, exc)
+
+    report = drift_report(components.embeddings, task, window, prepare_reference=record_reference)
+    return {**report.to_dict(), "notes": notes}
+
+
+@router.get("/tweets/summary", summary="What people said: volume, class shares, tweets nearest each centroid")
+def get_summary(
+    task: TaskName = "sentiment",
+    since: datetime | None = None,
+    until: datetime | None = None,
+    found_by: str | None = Query(None, min_length=1, max_length=300),
+    per_class: int = Query(3, ge=1, le=20),
+    components=Depends(get_components),
+):
+    from model_runner.pipeline.summary import summarise
+
+    window = _window(since, until, 1)
+    return summarise(components.embeddings, task, window, found_by=found_by, per_class=per_class).to_dict()
+
+
+@router.post("/alerts/claim", dependencies=admin, summary="Claim an incident's alert: granted once")
+def claim_alert(body: ClaimRequest, components=Depends(get_components)):
+    claim = alerts.claim(components.db, body.key, body.kind, body.summary, lease_s=body.lease_s)
+    out = asdict(claim)
+    out["sent_at"] = claim.sent_at.isoformat() if claim.sent_at else None
+    return out
+
+
+@router.post("/alerts/confirm", dependencies=admin, summary="The claimed alert was sent")
+def confirm_alert(body: FinishRequest, components=Depends(get_components)):
+    if not alerts.confirm(components.db, body.key, body.token):
+        raise Conflict(f"alert {body.key} is not claimed with this token")
+    return {"key": body.key, "state": "sent"}
+
+
+@router.post("/alerts/release", dependencies=admin, summary="Sending failed: let a retry claim it again")
+def release_alert(body: FinishRequest, components=Depends(get_components)):
+    if not alerts.release(components.db, body.key, body.token):
+        raise Conflict(f"alert {body.key} is not claimed with this token")
+    return {"key": body.key, "state": "released"}
+
+
+@router.post("/alerts/resolve", dependencies=admin, summary="Conditions cleared: a recurrence alerts again")
+def resolve_alerts(body: ResolveRequest, components=Depends(get_components)):
+    return {"resolved": alerts.resolve(components.db, body.keys)}
+
+
+@router.get("/alerts", summary="Recent incidents of the alert ledger")
+def list_alerts(
+    kind: str | None = Query(None, max_length=50),
+    limit: int = Query(50, ge=1, le=500),
+    components=Depends(get_components),
+):
+    rows = alerts.recent(components.db, kind=kind, limit=limit)
+    iso = [{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in r.items()} for r in rows]
+    return {"alerts": iso}
