@@ -1,0 +1,111 @@
+"""Request bodies of the pipeline routes (``model_runner/service/routes/pipeline.py``).
+
+Tweet ids are 64-bit integers; they are accepted as JSON numbers or strings and returned as strings,
+as the X API does, so JavaScript clients do not lose precision.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from model_runner.pipeline.alerts import KEY_PATTERN
+
+TaskName = Literal["sentiment", "emotion"]
+TweetId = Annotated[int, Field(gt=0, lt=2**63, description="X tweet id (number or numeric string)")]
+Source = Annotated[
+    str, Field(min_length=1, max_length=300, description="The watched account/query, e.g. 'query:acme'")
+]
+AlertKey = Annotated[
+    str, Field(pattern=KEY_PATTERN.pattern, description="Incident key, e.g. 'regression:sentiment:v4'")
+]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TweetIn(_Body):
+    id: TweetId
+    text: str = Field(min_length=1, max_length=10_000)
+    author: str | None = Field(None, max_length=200)
+    created_at: datetime | None = None
+
+
+class TweetsRequest(_Body):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "found_by": "query:acme lang:en",
+                    "tweets": [{"id": "1790000000000000001", "text": "love @acme", "author": "ann"}],
+                }
+            ]
+        },
+    )
+    found_by: Source
+    tweets: list[TweetIn] = Field(max_length=1000)
+
+
+class PredictionIn(_Body):
+    tweet_id: TweetId
+    label: str = Field(min_length=1, max_length=100)
+    scores: dict[str, float] = Field(min_length=1, max_length=100)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PredictionIn:
+        if self.label not in self.scores:
+            raise ValueError(f"label {self.label!r} is not one of the score keys")
+        if any(not 0 <= p <= 1 for p in self.scores.values()):
+            raise ValueError("scores must be probabilities in [0, 1]")
+        return self
+
+
+class PredictionsRequest(_Body):
+    task: TaskName = "sentiment"
+    model_version: str = Field(min_length=1, max_length=100)
+    predictions: list[PredictionIn] = Field(max_length=1000)
+
+
+class LabelIn(_Body):
+    label: str = Field(min_length=1, max_length=100)
+    text: str | None = Field(None, min_length=1, max_length=10_000)
+    tweet_id: int | None = Field(None, gt=0, lt=2**63)
+
+    @model_validator(mode="after")
+    def _one_reference(self) -> LabelIn:
+        if self.text is None and self.tweet_id is None:
+            raise ValueError("a label needs a text or a tweet_id")
+        return self
+
+
+class LabelsRequest(_Body):
+    task: TaskName = "sentiment"
+    items: list[LabelIn] = Field(min_length=1, max_length=5000)
+
+
+class DailyStatsRequest(_Body):
+    task: TaskName = "sentiment"
+    days: int = Field(8, ge=1, le=90, description="How many UTC days, ending with `until`, to recompute.")
+    until: date | None = Field(None, description="Last day (inclusive); default today (UTC).")
+    found_by: str | None = Field(None, min_length=1, max_length=300)
+    log_to_mlflow: bool = True
+
+
+class ClaimRequest(_Body):
+    key: AlertKey
+    kind: str = Field(min_length=1, max_length=50)
+    summary: str | None = Field(None, max_length=2000)
+    lease_s: float = Field(120, ge=0, le=86_400, description="After this, a pending claim is claimable.")
+
+
+class FinishRequest(_Body):
+    key: AlertKey
+    token: str = Field(min_length=1, max_length=100)
+
+
+class ResolveRequest(_Body):
+    keys: list[AlertKey] = Field(min_length=1, max_length=500)

@@ -1,0 +1,120 @@
+"""Live data vs training data: centroid distance of embeddings (pgvector, in SQL) and class shares.
+
+The reference is the task's training examples in ``labelled_examples`` (split ``train``, feedback
+included); the live side is every tweet of the window with a prediction for the task.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+from model_runner.pipeline.vectors import EncoderKey, embed_window, embedding_join
+from model_runner.pipeline.window import LATEST_PREDICTION, TWEET_TIME, Window
+from model_runner.store import EmbeddingStore
+
+
+@dataclass
+class DriftReport:
+    task: str
+    window: dict
+    live_tweets: int
+    live_embedded: int
+    reference_examples: int
+    reference_embedded: int
+    centroid_distance: float | None
+    live_shares: dict[str, float]
+    reference_shares: dict[str, float]
+    dominant_label: str | None
+    dominant_share: float | None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _shares(rows) -> dict[str, float]:
+    total = sum(n for _, n in rows)
+    return {label: round(n / total, 6) for label, n in sorted(rows)} if total else {}
+
+
+def embed_reference(store: EmbeddingStore, task: str, limit: int = 5000) -> int:
+    """Vectors for training examples that have none yet (typically new feedback rows)."""
+    with store.db.connect() as conn:
+        rows = conn.execute(
+            "SELECT x.text FROM labelled_examples x LEFT JOIN embeddings e ON e.text_hash = x.text_hash"
+            " AND e.encoder_id = %s AND e.encoder_revision = %s"
+            " WHERE x.task = %s AND x.split = 'train' AND e.text_hash IS NULL LIMIT %s",
+            (store.encoder.encoder_id, store.encoder.revision, task, limit),
+        ).fetchall()
+    if rows:
+        store.get_or_compute([r[0] for r in rows])
+    return len(rows)
+
+
+def reference_size(store: EmbeddingStore, task: str) -> int:
+    with store.db.connect() as conn:
+        (n,) = conn.execute(
+            "SELECT count(*) FROM labelled_examples"
+            " WHERE task = %s AND split = 'train' AND source <> 'feedback'",
+            (task,),
+        ).fetchone()
+    return n
+
+
+def drift_report(
+    store: EmbeddingStore,
+    task: str,
+    window: Window,
+    *,
+    prepare_reference: Callable[[], object] | None = None,
+) -> DriftReport:
+    """``prepare_reference`` records the task's dataset when no training example is stored yet."""
+    if prepare_reference is not None and reference_size(store, task) == 0:
+        prepare_reference()
+    embed_reference(store, task)
+    embed_window(store, window)
+    key = EncoderKey.of(store)
+    d = int(key.dim)
+    params = {**key.params(), "task": task, "since": window.since, "until": window.until}
+    in_window = f"{TWEET_TIME} >= %(since)s AND {TWEET_TIME} < %(until)s"
+    with store.db.connect() as conn:
+        live_n, live_emb, ref_emb, distance = conn.execute(
+            f"""
+            WITH live AS (
+                SELECT e.embedding::vector({d}) AS v
+                FROM tweets t {LATEST_PREDICTION} {embedding_join(key, "t.text_hash")}
+                WHERE {in_window}
+            ), ref AS (
+                SELECT e.embedding::vector({d}) AS v
+                FROM labelled_examples x {embedding_join(key, "x.text_hash")}
+                WHERE x.task = %(task)s AND x.split = 'train'
+            )
+            SELECT (SELECT count(*) FROM tweets t {LATEST_PREDICTION} WHERE {in_window}),
+                   (SELECT count(*) FROM live), (SELECT count(*) FROM ref),
+                   (SELECT avg(v) FROM live) <=> (SELECT avg(v) FROM ref)
+            """,
+            params,
+        ).fetchone()
+        live_rows = conn.execute(
+            f"SELECT l.label, count(*) FROM tweets t {LATEST_PREDICTION} WHERE {in_window} GROUP BY 1",
+            params,
+        ).fetchall()
+        ref_rows = conn.execute(
+            "SELECT label, count(*) FROM labelled_examples WHERE task = %s AND split = 'train' GROUP BY 1",
+            (task,),
+        ).fetchall()
+    live_shares = _shares(live_rows)
+    dominant = max(live_shares.items(), key=lambda kv: kv[1]) if live_shares else (None, None)
+    return DriftReport(
+        task=task,
+        window=window.to_dict(),
+        live_tweets=live_n,
+        live_embedded=live_emb,
+        reference_examples=sum(n for _, n in ref_rows),
+        reference_embedded=ref_emb,
+        centroid_distance=None if distance is None else round(float(distance), 6),
+        live_shares=live_shares,
+        reference_shares=_shares(ref_rows),
+        dominant_label=dominant[0],
+        dominant_share=dominant[1],
+    )

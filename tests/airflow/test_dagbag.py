@@ -1,0 +1,72 @@
+"""The DAG folder parses cleanly and every DAG follows the house rules."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+
+DAG_IDS = {"weekly_retrain", "regression_check", "tweet_inspector"}
+
+
+def test_the_three_dags_load_without_import_errors(dagbag):
+    assert dagbag.import_errors == {}
+    assert set(dagbag.dag_ids) >= DAG_IDS
+
+
+@pytest.mark.parametrize("dag_id", sorted(DAG_IDS))
+def test_every_dag_is_documented_tagged_and_does_not_catch_up(dagbag, dag_id):
+    dag = dagbag.get_dag(dag_id)
+    assert dag.doc_md and len(dag.doc_md) > 200
+    assert "tweetpulse" in dag.tags
+    assert dag.catchup is False
+    assert dag.max_active_runs == 1
+
+
+@pytest.mark.parametrize("dag_id", sorted(DAG_IDS))
+def test_every_task_retries_with_a_delay_and_has_a_timeout(dagbag, dag_id):
+    for task in dagbag.get_dag(dag_id).tasks:
+        assert task.retries >= 1, task.task_id
+        assert task.retry_delay.total_seconds() > 0, task.task_id
+        assert task.execution_timeout is not None, task.task_id
+        assert task.execution_timeout.total_seconds() <= 3600, task.task_id
+
+
+def test_schedules(dagbag):
+    schedules = {dag_id: dagbag.get_dag(dag_id).schedule for dag_id in DAG_IDS}
+    assert schedules == {
+        "weekly_retrain": "@weekly",
+        "regression_check": "@daily",
+        "tweet_inspector": "@hourly",
+    }
+
+
+def test_the_helper_package_is_not_parsed_as_dag_files(dagbag):
+    parsed = {Path(path).name for path in dagbag.file_last_changed}
+    assert parsed == {"weekly_retrain.py", "regression_check.py", "tweet_inspector.py"}
+
+
+@pytest.mark.parametrize(
+    "dag_id, conf",
+    [
+        ("weekly_retrain", {"adapters": ["transformer"]}),
+        ("weekly_retrain", {"folds": 1}),
+        ("weekly_retrain", {"timeout_minutes": -5}),
+        ("regression_check", {"macro_recall_drop": 3}),
+        ("tweet_inspector", {"source": "carrier-pigeon"}),
+    ],
+)
+def test_invalid_params_are_refused(dagbag, dag_id, conf):
+    from airflow.sdk.exceptions import ParamValidationError
+
+    params = copy.deepcopy(dagbag.get_dag(dag_id).params)
+    with pytest.raises(ParamValidationError):
+        params.update(conf)
+        params.validate()
+
+
+def test_valid_params_pass(dagbag):
+    params = copy.deepcopy(dagbag.get_dag("weekly_retrain").params)
+    params.update({"adapters": ["linear", "mlp"], "folds": 3, "dataset": "/data/x.jsonl"})
+    assert params.validate()["folds"] == 3
