@@ -6,7 +6,6 @@ import shutil
 import uuid
 from pathlib import Path
 
-import psycopg
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,6 +32,8 @@ def pg_server(tmp_path_factory):
 @pytest.fixture
 def database_url(pg_server) -> str:
     """A brand-new, empty database on the session server."""
+    import psycopg  # lazily: tests/airflow run in .venv-airflow, which has psycopg2 only
+
     name = f"t_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(pg_server.get_uri(), autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {name}")

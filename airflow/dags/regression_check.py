@@ -66,7 +66,7 @@ def regression_check():
     @task(execution_timeout=timedelta(minutes=20))
     def check_live_data(params=None) -> dict:
         th = config.thresholds(params)
-        until = get_current_context()["data_interval_end"].isoformat()
+        until = config.run_anchor(get_current_context()).isoformat()
         with _runner() as runner:
             drift = runner.drift(params["task"], th["drift_days"], until)
             champion = regression.champion_of(runner.model_versions(params["task"], 50))
@@ -77,7 +77,7 @@ def regression_check():
     @task(execution_timeout=timedelta(minutes=10))
     def send_alerts(registry: list[dict], live: dict, params=None) -> dict:
         th = config.thresholds(params)
-        until = get_current_context()["data_interval_end"]
+        until = config.run_anchor(get_current_context())
         since = until - timedelta(days=float(th["drift_days"]))
         with _runner() as runner:
             sender = AlertSender(runner, SmtpMailer(config.SMTP_CONN_ID), config.alert_recipients())

@@ -6,6 +6,7 @@ import os
 from datetime import datetime, timedelta
 
 from airflow.sdk import Param, TriggerRule, dag, get_current_context, task
+from airflow.sdk.exceptions import AirflowSkipException
 from tweetpulse_dags import config, inspector, inspector_alerts
 from tweetpulse_dags.alerting import AlertSender, SmtpMailer
 from tweetpulse_dags.cursors import VariableCursors
@@ -41,7 +42,7 @@ def _runner() -> ModelRunner:
 
 def _anchor() -> datetime:
     """The run's reference time: its data interval end (the trigger time for manual runs)."""
-    return get_current_context()["data_interval_end"]
+    return config.run_anchor(get_current_context())
 
 
 @dag(
@@ -96,13 +97,17 @@ def tweet_inspector():
             )
 
     @task(trigger_rule=TriggerRule.ALL_DONE, execution_timeout=timedelta(minutes=10))
-    def aggregate(tasks: list[str]) -> dict:
+    def aggregate(tasks: list[str] | None) -> dict:
+        if tasks is None:  # served_tasks skipped: no model yet, nothing was classified
+            raise AirflowSkipException("no served model: nothing to aggregate")
         th = config.thresholds()
         with _runner() as runner:
             return inspector_alerts.aggregate(runner, tasks, _anchor(), int(th["baseline_days"]))
 
     @task(trigger_rule=TriggerRule.ALL_DONE, execution_timeout=timedelta(minutes=10))
-    def alert_negative(stats: dict) -> dict:
+    def alert_negative(stats: dict | None) -> dict:
+        if stats is None:
+            raise AirflowSkipException("no statistics this run")
         th, settings = config.thresholds(), config.inspector_settings()
         incidents = inspector_alerts.negative_incidents(stats.get("sentiment", []), _anchor(), th)
         with _runner() as runner:

@@ -140,11 +140,11 @@ def airflow_env(cfg: StackConfig, pg_uri: str, sec: dict[str, str]) -> dict[str,
 
 
 def airflow_variables(cfg: StackConfig) -> dict[str, str]:
-    """DAG Variables of the local stack (see airflow/dags/README.md for every Variable and default)."""
+    """DAG Variables of the local stack (see airflow/README.md for every Variable and default)."""
     replay = REPO / "airflow" / "dags" / "tweetpulse_dags" / "data" / "replay_tweets.jsonl"
     return {
         "AIRFLOW_VAR_TWEETPULSE_REPLAY_FILE": str(replay),
-        "AIRFLOW_VAR_TWEETPULSE_ALERT_EMAILS": json.dumps(["ml-team@localhost"]),
+        "AIRFLOW_VAR_TWEETPULSE_ALERT_TO": "ml-team@localhost",
         "AIRFLOW_VAR_TWEETPULSE_MLFLOW_UI_URL": mlflow_url(cfg),
     }
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -123,3 +123,12 @@ def inspector_settings() -> dict[str, Any]:
 def alert_recipients() -> list[str]:
     raw = get_variable(VAR_ALERT_TO, DEFAULT_ALERT_TO)
     return [a.strip() for a in raw.replace(";", ",").split(",") if a.strip()]
+
+
+def run_anchor(context) -> datetime:
+    """A run's reference time: its data interval end, or when it was due for a run without one.
+
+    Airflow 3 runs triggered through the REST API with ``logical_date: null`` have no data interval.
+    """
+    end = context.get("data_interval_end")
+    return end if end is not None else context["dag_run"].run_after

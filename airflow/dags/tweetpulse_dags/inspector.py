@@ -37,7 +37,11 @@ def load_targets() -> list[dict[str, str]]:
 def served_tasks(runner: ModelRunner) -> list[str]:
     tasks = runner.served_tasks()
     if "sentiment" not in tasks:
-        raise RuntimeError(f"the ModelRunner serves no sentiment model yet (served: {tasks or 'none'})")
+        # a fresh deployment before its first retrain: nothing to classify with, not an error
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        served = ", ".join(tasks) or "none"
+        raise AirflowSkipException(f"the ModelRunner serves no sentiment model yet (served: {served})")
     log.info("classifying with every served task: %s", ", ".join(tasks))
     return tasks
 
