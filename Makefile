@@ -12,7 +12,7 @@ QUIET_PIP := grep -v "Location 'file:" || true
 .PHONY: help install demo up down status test test-service test-airflow lint bench clean
 
 help:
-	@echo "make demo      install, then train on the default data, register, gate and predict"
+	@echo "make demo      install, start the local stack, retrain through Airflow, inspect tweets, summary"
 	@echo "make install   create .venv (service) and .venv-airflow (Airflow, no torch)"
 	@echo "make test      install, then run the whole test suite"
 	@echo "make up        start the local stack (Postgres, MLflow, ModelRunner, Airflow, SMTP sink)"
@@ -41,15 +41,10 @@ $(VENV_AF)/.installed: requirements/airflow.lock
 	@if $(VENV_AF)/bin/python -c "import torch" 2>/dev/null; then echo "torch leaked into $(VENV_AF)"; exit 1; fi
 	@touch $@
 
-# Until the full local stack exists, the demo is the main job on the embedded default: embedded
-# Postgres + pgvector, a local MLflow store under .tweetpulse, the default train, then predictions.
+# The front door: the local stack, then the main job through Airflow (weekly_retrain on the default
+# data, about 20 min on 2 CPU cores), one tweet_inspector run, and a summary of where to look.
 demo: install
-	@echo "==> training on $${TWEETPULSE_SENTIMENT_DATA:-../shared/datasets/tweet-sentiment} (about 20 min on 2 CPU cores)"
-	$(VENV)/bin/model-runner train
-	@printf 'I love the new update, works great\nthe train is late again, awful\nmeeting moved to 3pm\n' > .tweetpulse/demo-input.txt
-	$(VENV)/bin/model-runner predict --input .tweetpulse/demo-input.txt --output .tweetpulse/demo-predictions.jsonl
-	@cat .tweetpulse/demo-predictions.jsonl
-	@echo "==> MLflow store: .tweetpulse/mlflow.db (UI: $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$$PWD/.tweetpulse/mlflow.db)"
+	$(VENV)/bin/python infra/stack/stack.py demo
 
 # The local stack without Docker (infra/stack/): embedded Postgres + pgvector, MLflow server, ModelRunner,
 # Airflow 3 (api-server, scheduler, dag-processor, triggerer) and an SMTP sink, all on loopback.
