@@ -61,6 +61,35 @@ def reference_size(store: EmbeddingStore, task: str) -> int:
     return n
 
 
+def _live_count(store: EmbeddingStore, in_window: str, params: dict) -> int:
+    with store.db.connect() as conn:
+        (n,) = conn.execute(
+            f"SELECT count(*) FROM tweets t {LATEST_PREDICTION} WHERE {in_window}", params
+        ).fetchone()
+    return n
+
+
+def _empty_report(store: EmbeddingStore, task: str, window: Window) -> DriftReport:
+    with store.db.connect() as conn:
+        ref_rows = conn.execute(
+            "SELECT label, count(*) FROM labelled_examples WHERE task = %s AND split = 'train' GROUP BY 1",
+            (task,),
+        ).fetchall()
+    return DriftReport(
+        task=task,
+        window=window.to_dict(),
+        live_tweets=0,
+        live_embedded=0,
+        reference_examples=sum(n for _, n in ref_rows),
+        reference_embedded=0,
+        centroid_distance=None,
+        live_shares={},
+        reference_shares=_shares(ref_rows),
+        dominant_label=None,
+        dominant_share=None,
+    )
+
+
 def drift_report(
     store: EmbeddingStore,
     task: str,
@@ -69,14 +98,19 @@ def drift_report(
     prepare_reference: Callable[[], object] | None = None,
 ) -> DriftReport:
     """``prepare_reference`` records the task's dataset when no training example is stored yet."""
+    params = {"task": task, "since": window.since, "until": window.until}
+    in_window = f"{TWEET_TIME} >= %(since)s AND {TWEET_TIME} < %(until)s"
+    if _live_count(store, in_window, params) == 0:
+        # nothing inspected in the window (e.g. a fresh deployment): no reason to embed the reference,
+        # which on first use means the whole training set, competing with a training job for the CPU
+        return _empty_report(store, task, window)
     if prepare_reference is not None and reference_size(store, task) == 0:
         prepare_reference()
     embed_reference(store, task)
     embed_window(store, window)
     key = EncoderKey.of(store)
     d = int(key.dim)
-    params = {**key.params(), "task": task, "since": window.since, "until": window.until}
-    in_window = f"{TWEET_TIME} >= %(since)s AND {TWEET_TIME} < %(until)s"
+    params.update(key.params())
     with store.db.connect() as conn:
         live_n, live_emb, ref_emb, distance = conn.execute(
             f"""

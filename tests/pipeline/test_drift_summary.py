@@ -50,10 +50,14 @@ def test_drift_records_the_reference_when_none_is_stored(db, store):
     assert report.centroid_distance is not None
 
 
-def test_drift_without_tweets_has_no_distance(db, store):
+def test_drift_without_tweets_has_no_distance_and_embeds_nothing(db, store):
     _train(db)
-    report = drift_report(store, "sentiment", WINDOW)
+    called = []
+    report = drift_report(store, "sentiment", WINDOW, prepare_reference=lambda: called.append(1))
     assert report.live_tweets == 0 and report.centroid_distance is None and report.dominant_label is None
+    assert report.reference_examples == 3 and report.reference_embedded == 0
+    # a fresh deployment must not embed the whole training set for an empty window
+    assert called == [] and store.last_stats.requested == 0
 
 
 def test_summary_picks_the_tweets_nearest_each_class_centroid(db, store):
