@@ -29,7 +29,15 @@ class StackConfig(BaseSettings):
     smtp_port: int = 1025
     start_timeout_s: float = 180.0
     retrain_timeout_s: float = 3600.0
-    demo_conf: str = Field(default="{}", description="JSON conf of the demo's weekly_retrain run.")
+    # The demo's retrain uses the heads on cached embeddings so that a fresh clone ends within 30 min
+    # on 2 cores; the full default (LoRA included) takes about 30 min inside the running stack.
+    demo_adapters: str = "linear,mlp"
+    demo_conf: str = Field(default="", description="JSON conf of the demo's weekly_retrain run.")
+
+    def demo_params(self) -> dict:
+        if self.demo_conf.strip():
+            return json.loads(self.demo_conf)
+        return {"adapters": [a.strip() for a in self.demo_adapters.split(",") if a.strip()]}
 
     @property
     def root(self) -> Path:

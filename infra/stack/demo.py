@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 
 import httpx
@@ -50,7 +49,7 @@ def follow(api, dag_id: str, run_id: str, timeout: float, runner: httpx.Client) 
 
 def run_demo(cfg: StackConfig, api) -> int:
     runner = _runner(cfg)
-    conf = json.loads(cfg.demo_conf)
+    conf = cfg.demo_params()
     print(f"==> triggering weekly_retrain through the Airflow REST API (conf {conf})", flush=True)
     run_id = api.trigger("weekly_retrain", conf)
     state = follow(api, "weekly_retrain", run_id, cfg.retrain_timeout_s, runner)

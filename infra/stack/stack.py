@@ -9,6 +9,7 @@ marker, then Postgres.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -165,6 +166,11 @@ def main(argv: list[str] | None = None) -> int:
         else:
             from demo import run_demo
 
+            # the scheduled run that activation starts and the demo's own run share one job (409), so
+            # both must train with the demo's adapters: the ModelRunner's default for this stack
+            adapters = cfg.demo_params().get("adapters")
+            if adapters and "TWEETPULSE_ADAPTERS" not in os.environ:
+                os.environ["TWEETPULSE_ADAPTERS"] = ",".join(adapters)
             up(cfg)
             return run_demo(cfg, airflow_api(cfg))
     except (StackError, RuntimeError, httpx.HTTPError) as exc:
