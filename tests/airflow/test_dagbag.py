@@ -21,7 +21,8 @@ def test_every_dag_is_documented_tagged_and_does_not_catch_up(dagbag, dag_id):
     assert dag.doc_md and len(dag.doc_md) > 200
     assert "tweetpulse" in dag.tags
     assert dag.catchup is False
-    assert dag.max_active_runs == 1
+    # weekly_retrain's overlapping runs share one training job (the 409 names it), so they may overlap
+    assert dag.max_active_runs == (16 if dag_id == "weekly_retrain" else 1)
 
 
 @pytest.mark.parametrize("dag_id", sorted(DAG_IDS))
