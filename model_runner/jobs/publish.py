@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import tempfile
@@ -42,14 +43,15 @@ def publish_to_hub(settings: Settings, outcome) -> dict:
         return {"pushed": False, "reason": "no Hub token and repo configured"}
     from model_runner.hub.push import HubPushError, push_model
     from model_runner.jobs.champion import registry_for
-    from model_runner.modeling.classifier import TweetClassifier
+    from model_runner.modeling.classifier import CONFIG_FILE
 
     registry = registry_for(settings)
     tmp = Path(tempfile.mkdtemp(prefix="tp-hub-"))
     try:
         folder = registry.download(outcome.task, version=outcome.model_version, alias=None, dst=tmp)
-        model = TweetClassifier.load(folder)
-        info = card_info(outcome, registry.model_name(outcome.task), model.labels, model.meta)
+        # the card needs the labels and adapter config only: read them, do not load the weights
+        config = json.loads((folder / CONFIG_FILE).read_text())
+        info = card_info(outcome, registry.model_name(outcome.task), config["labels"], config)
         result = push_model(
             folder,
             repo_id=repo_id,

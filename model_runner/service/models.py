@@ -11,7 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from model_runner.errors import NoChampionError
 from model_runner.service.batcher import MicroBatcher
-from model_runner.service.served import ModelValidationError, ServedModel, load_version
+from model_runner.service.served import AlreadyServing, ModelValidationError, ServedModel, load_version
 from model_runner.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,9 @@ class ModelManager:
             previous = self._served.get(task)
             prev_version = previous.version if previous else None
             try:
-                candidate = await run_in_threadpool(loader, self.settings, task)
+                candidate = await run_in_threadpool(loader, self.settings, task, unless_serving=prev_version)
+            except AlreadyServing:
+                return ReloadResult(task, False, prev_version, prev_version, "already serving this version")
             except NoChampionError as exc:
                 self.last_error[task] = str(exc)
                 return ReloadResult(task, False, prev_version, prev_version, str(exc))
@@ -91,8 +93,6 @@ class ModelManager:
                 self.last_error[task] = f"load failed: {type(exc).__name__}: {exc}"
                 log.exception("reload of %s failed, still serving %s", task, prev_version)
                 return ReloadResult(task, False, prev_version, prev_version, self.last_error[task])
-            if previous is not None and previous.version == candidate.version:
-                return ReloadResult(task, False, prev_version, prev_version, "already serving this version")
             self._served[task] = candidate  # the swap: one reference assignment
             self.last_error.pop(task, None)
             log.info("task %s now serves %s (was %s)", task, candidate.tag, prev_version)

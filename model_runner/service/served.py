@@ -30,6 +30,10 @@ CANARY_TEXTS = (
 )
 
 
+class AlreadyServing(LookupError):
+    """The champion is the version already served: nothing to download."""
+
+
 class ModelValidationError(ValueError):
     """The new model failed validation; the old one keeps serving."""
 
@@ -85,14 +89,26 @@ def validate(model: TweetClassifier) -> None:
         raise ModelValidationError("canary predictions are not finite probability distributions")
 
 
-def load_version(settings: Settings, task: str, version: ModelVersionInfo | None = None) -> ServedModel:
-    """Download (the champion unless ``version`` is given), verify, load as served, validate."""
+def load_version(
+    settings: Settings,
+    task: str,
+    version: ModelVersionInfo | None = None,
+    *,
+    unless_serving: str | None = None,
+) -> ServedModel:
+    """Download (the champion unless ``version`` is given), verify, load as served, validate.
+
+    ``unless_serving``: the version already served; asking the registry is cheap, downloading and
+    loading is not, so a reload (or a registry poll) of an unchanged champion stops here.
+    """
     from model_runner.jobs.champion import registry_for
 
     registry = registry_for(settings)
     info = version or registry.champion(task)
     if info is None:
         raise NoChampionError(f"no champion for task {task!r} in {registry.model_name(task)}")
+    if unless_serving is not None and str(info.version) == str(unless_serving):
+        raise AlreadyServing(info.version)
     tmp = Path(tempfile.mkdtemp(prefix=f"tp-serve-{task}-"))
     try:
         folder = registry.download(task, version=info.version, alias=None, dst=tmp)
