@@ -7,6 +7,7 @@ broken download, an altered file or a model that answers nonsense never replaces
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -17,8 +18,14 @@ import numpy as np
 
 from model_runner.errors import NoChampionError
 from model_runner.modeling.classifier import CONFIG_FILE, TweetClassifier, verify_files
+from model_runner.modeling.onnx_backend import OnnxTweetClassifier
 from model_runner.registry import ModelVersionInfo
 from model_runner.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Largest probability difference between the ONNX Runtime twin and torch that is float noise.
+ONNX_MAX_DIFF = 1e-3
 
 # Fixed texts every candidate must answer sensibly before it is swapped in.
 CANARY_TEXTS = (
@@ -66,6 +73,7 @@ class ServedModel:
             "labels": self.labels,
             "quantized": self.quantized,
             "serving": "int8" if self.quantized else "fp32",
+            "runtime": "onnxruntime" if isinstance(self.model, OnnxTweetClassifier) else "torch",
             "metrics": self.metrics,
             "adapter": self.model.meta.get("adapter"),
             "base_model": self.model.meta.get("base_model"),
@@ -112,14 +120,49 @@ def load_version(
     tmp = Path(tempfile.mkdtemp(prefix=f"tp-serve-{task}-"))
     try:
         folder = registry.download(task, version=info.version, alias=None, dst=tmp)
-        return load_folder(folder, task=task, name=info.name, version=info.version, run_id=info.run_id)
+        return load_folder(
+            folder,
+            task=task,
+            name=info.name,
+            version=info.version,
+            run_id=info.run_id,
+            runtime=settings.serving_runtime,
+        )
     finally:
         # weights are in memory now; the download is not needed
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _onnx_or_torch(model: TweetClassifier, tag: str) -> TweetClassifier:
+    """The ONNX Runtime twin of an fp32 model, when it answers the canaries like torch does.
+
+    The export is checked, not trusted: a graph that differs from torch beyond float noise (an
+    unsupported op, a traced shortcut) is dropped and torch serves, with a warning in the log.
+    """
+    from model_runner.modeling.onnx_backend import to_onnx_runtime
+
+    try:
+        twin = to_onnx_runtime(model, int8=False)
+        diff = float(
+            np.abs(twin.predict_proba(list(CANARY_TEXTS)) - model.predict_proba(list(CANARY_TEXTS))).max()
+        )
+    except Exception as exc:  # the torch model is a complete fallback
+        log.warning("%s: ONNX export failed (%s: %s); serving with torch", tag, type(exc).__name__, exc)
+        return model
+    if diff > ONNX_MAX_DIFF:
+        log.warning("%s: ONNX Runtime differs from torch by %.2g on canaries; serving with torch", tag, diff)
+        return model
+    return twin
+
+
 def load_folder(
-    folder: Path, *, task: str, name: str, version: str, run_id: str | None = None
+    folder: Path,
+    *,
+    task: str,
+    name: str,
+    version: str,
+    run_id: str | None = None,
+    runtime: str = "torch",
 ) -> ServedModel:
     try:
         verify_files(folder)
@@ -134,12 +177,15 @@ def load_folder(
     validate(model)
     from model_runner.modeling.quantize import QuantizedTweetClassifier
 
+    quantized = isinstance(model, QuantizedTweetClassifier)
+    if runtime == "onnxruntime" and not quantized:
+        model = _onnx_or_torch(model, f"{name}/{version}")
     return ServedModel(
         task=task,
         name=name,
         version=str(version),
         model=model,
-        quantized=isinstance(model, QuantizedTweetClassifier),
+        quantized=quantized,
         metrics=config.get("metrics", {}),
         run_id=run_id,
         source=f"models:/{name}/{version}",
