@@ -77,7 +77,7 @@ def _in_process(served, texts: list[str]) -> float:
             executor,
             max_size=cfg.batch_max_size,
             max_wait_ms=cfg.batch_max_wait_ms,
-            pass_size=cfg.encoder_batch_size,
+            pass_size=cfg.batch_pass_size,
         )
         batcher.start()
         chunks = [texts[i : i + BATCH] for i in range(0, len(texts), BATCH)]

@@ -166,6 +166,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     settings = load_settings(sys.stdin.read())
+    if settings.train_worker_nice:
+        os.nice(settings.train_worker_nice)  # inherited by the CV pool's processes
+    log.info("training worker for job %s, pid %d, niceness %d", argv[0], os.getpid(), os.nice(0))
     return run_job(settings, argv[0])
 
 

@@ -49,14 +49,14 @@ class MicroBatcher:
         *,
         max_size: int,
         max_wait_ms: float,
-        pass_size: int = 64,
+        pass_size: int = 32,
         observe_batch: Callable[[str, int], None] | None = None,
     ):
         self.task = task
         self._current = current
         self._executor = executor
         self._max_size = max_size
-        self._pass_size = pass_size  # texts per forward pass; a gathered batch is length-sorted first
+        self._pass_size = pass_size  # texts per forward pass; a gathered batch is token-sorted first
         self._max_wait = max_wait_ms / 1000
         self._observe = observe_batch
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()

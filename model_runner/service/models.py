@@ -43,7 +43,7 @@ class ModelManager:
                 lambda task=task: self._served.get(task),
                 executor,
                 max_size=settings.batch_max_size,
-                pass_size=settings.encoder_batch_size,
+                pass_size=settings.batch_pass_size,
                 max_wait_ms=settings.batch_max_wait_ms,
                 observe_batch=on_batch,
             )

@@ -84,7 +84,10 @@ def fit_lora(
     trainable = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=lr, weight_decay=0.01)
     rng = np.random.default_rng(seed)
-    lengths = [len(t) for t in texts]
+    # bucket by token count, not characters: tweets' URLs and emoji make characters a poor proxy, and
+    # padding is wasted forward and backward work
+    token_ids = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
+    lengths = [len(ids) for ids in token_ids]
     steps = epochs * ((len(texts) + batch_size - 1) // batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
     labels_t = torch.as_tensor(y, dtype=torch.long)

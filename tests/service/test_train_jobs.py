@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from datetime import UTC, datetime
 
 import httpx
@@ -62,6 +63,9 @@ def test_a_failing_job_reports_its_error_and_leaves_the_champion(fresh_settings,
         assert job["state"] == "failed" and job["error"]
         assert "Traceback" not in job["error"]
         assert c.get("/model").json()["version"] == "1"
+        # the worker yields the cores to serving (train_worker_nice), whatever the service's own niceness
+        log = server.state.jobs.log_path(r.json()["job_id"]).read_text()
+        assert f"niceness {min(19, os.nice(0) + fresh_settings.train_worker_nice)}" in log
 
 
 def test_a_cancelled_job_ends_cancelled_and_leaves_the_champion(fresh_settings):
