@@ -66,7 +66,8 @@ class Settings(BaseSettings):
 
     # --- training ------------------------------------------------------------------------------------
     adapters: str = Field(
-        default="linear,mlp,lora", description="Adapters cross-validation chooses from (comma-separated)."
+        default="linear,mlp,finetune",
+        description="Adapters cross-validation chooses from (comma-separated): linear, mlp, lora, finetune.",
     )
     cv_folds: int = Field(default=5, ge=2, le=20, description="Stratified k-fold CV folds per candidate.")
     cv_workers: int = Field(

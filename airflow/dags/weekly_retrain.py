@@ -49,7 +49,7 @@ def _runner() -> ModelRunner:
         "adapters": Param(
             None,
             type=["null", "array"],
-            items={"type": "string", "enum": ["linear", "mlp", "lora"]},
+            items={"type": "string", "enum": ["linear", "mlp", "lora", "finetune"]},
             minItems=1,
             uniqueItems=True,
             description="Adapters to cross-validate (null: the ModelRunner's default)",

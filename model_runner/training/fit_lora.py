@@ -1,4 +1,6 @@
-"""LoRA: low-rank updates to the encoder's attention and feed-forward weights, trained end to end.
+"""Adapters that train the encoder end to end from tokens: LoRA (low-rank updates) and full fine-tuning.
+
+LoRA: low-rank updates to the encoder's attention and feed-forward weights.
 
 Only the LoRA matrices and the head learn (about 1.5% of the parameters for rank 8 on all linear
 layers), so the optimiser state is small and the result merges back into plain encoder weights:
@@ -59,12 +61,9 @@ def fit_lora(
     **_,
 ) -> TweetClassifier:
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModel, AutoTokenizer
 
     torch.manual_seed(seed)
-    dev = pick_device(device)
-    tokenizer = AutoTokenizer.from_pretrained(base_path)
-    encoder = AutoModel.from_pretrained(base_path, use_safetensors=True)
+    encoder, tokenizer = _load_base(base_path)
     # ``layers`` limits LoRA to some transformer blocks: backward then stops at the lowest adapted
     # block, which is most of the cost of a training step on a CPU.
     config = LoraConfig(
@@ -75,18 +74,114 @@ def fit_lora(
         layers_to_transform=[int(i) for i in layers.split(",")] if layers else None,
     )
     peft_encoder = get_peft_model(encoder, config)
-    head = (
-        init_head if init_head is not None else build_head("linear", encoder.config.hidden_size, len(labels))
+    model = _classifier(peft_encoder, tokenizer, labels, init_head, max_length)
+    _train_end_to_end(
+        model,
+        texts,
+        y,
+        lr=lr,
+        epochs=epochs,
+        batch_size=batch_size,
+        weight_decay=0.01,
+        seed=seed,
+        device=device,
+        on_epoch=on_epoch,
+        should_stop=should_stop,
     )
-    model = TweetClassifier(peft_encoder, tokenizer, head, labels, max_length=max_length).to(dev)
+    # Fold the low-rank updates into the base weights: a plain encoder for saving and serving.
+    model.encoder = peft_encoder.merge_and_unload()
+    model.meta["lora"] = {
+        "rank": rank,
+        "alpha": alpha,
+        "dropout": dropout,
+        "target_modules": target_modules,
+        "layers": layers or "all",
+    }
+    return model.eval().requires_grad_(False)
 
-    weights = torch.as_tensor(class_weights(y, len(labels)), dtype=torch.float32, device=dev)
+
+def fit_finetune(
+    base_path: Path,
+    texts: Sequence[str],
+    y: np.ndarray,
+    labels: Sequence[str],
+    *,
+    lr: float,
+    epochs: int,
+    batch_size: int,
+    weight_decay: float = 0.01,
+    max_length: int = 128,
+    seed: int = 0,
+    device: str = "auto",
+    init_head: nn.Module | None = None,
+    on_epoch: EpochCallback | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    **_,
+) -> TweetClassifier:
+    """Every encoder weight learns, with the head.
+
+    On a CPU this is the cheaper way to adapt the encoder, not the dearer one: backward must traverse
+    every layer either way, and LoRA adds its own matmuls and dropout on top, so an epoch takes
+    about 0.6x LoRA's time here while scoring higher (``make bench ARGS=training``). LoRA's edge is
+    optimiser memory, which matters on a GPU with a large model, not for a 22M-parameter encoder.
+    """
+    torch.manual_seed(seed)
+    encoder, tokenizer = _load_base(base_path)
+    model = _classifier(encoder, tokenizer, labels, init_head, max_length)
+    _train_end_to_end(
+        model,
+        texts,
+        y,
+        lr=lr,
+        epochs=epochs,
+        batch_size=batch_size,
+        weight_decay=weight_decay,
+        seed=seed,
+        device=device,
+        on_epoch=on_epoch,
+        should_stop=should_stop,
+    )
+    model.meta["finetune"] = {"lr": lr, "epochs": epochs, "weight_decay": weight_decay}
+    return model.eval().requires_grad_(False)
+
+
+def _load_base(base_path: Path):
+    from transformers import AutoModel, AutoTokenizer
+
+    encoder = AutoModel.from_pretrained(base_path, use_safetensors=True)
+    return encoder, AutoTokenizer.from_pretrained(base_path)
+
+
+def _classifier(encoder, tokenizer, labels, init_head, max_length) -> TweetClassifier:
+    hidden = encoder.config.hidden_size
+    head = init_head if init_head is not None else build_head("linear", hidden, len(labels))
+    return TweetClassifier(encoder, tokenizer, head.requires_grad_(True), labels, max_length=max_length)
+
+
+def _train_end_to_end(
+    model: TweetClassifier,
+    texts: Sequence[str],
+    y: np.ndarray,
+    *,
+    lr: float,
+    epochs: int,
+    batch_size: int,
+    weight_decay: float,
+    seed: int,
+    device: str,
+    on_epoch: EpochCallback | None,
+    should_stop: Callable[[], bool] | None,
+) -> None:
+    """Class-weighted cross-entropy, AdamW, one-cycle schedule, length-bucketed batches, bf16 on CUDA."""
+    dev = pick_device(device)
+    model.to(dev)
+    weights = torch.as_tensor(class_weights(y, len(model.labels)), dtype=torch.float32, device=dev)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(trainable, lr=lr, weight_decay=0.01)
+    opt = torch.optim.AdamW(trainable, lr=lr, weight_decay=weight_decay)
     rng = np.random.default_rng(seed)
     # bucket by token count, not characters: tweets' URLs and emoji make characters a poor proxy, and
     # padding is wasted forward and backward work
-    token_ids = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
+    token_ids = model.tokenizer(list(texts), truncation=True, max_length=model.max_length)["input_ids"]
     lengths = [len(ids) for ids in token_ids]
     steps = epochs * ((len(texts) + batch_size - 1) // batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
@@ -107,13 +202,3 @@ def fit_lora(
             sched.step()
         if on_epoch:
             on_epoch(epoch + 1, epochs)
-    # Fold the low-rank updates into the base weights: a plain encoder for saving and serving.
-    model.encoder = peft_encoder.merge_and_unload()
-    model.meta["lora"] = {
-        "rank": rank,
-        "alpha": alpha,
-        "dropout": dropout,
-        "target_modules": target_modules,
-        "layers": layers or "all",
-    }
-    return model.eval().requires_grad_(False)

@@ -14,6 +14,7 @@ TINY = {
     "lora": Candidate.of(
         "lora", rank=4, alpha=8, dropout=0.0, lr=3e-3, epochs=3, batch_size=16, target_modules="query,value"
     ),
+    "finetune": Candidate.of("finetune", lr=3e-3, epochs=3, batch_size=16, weight_decay=0.0),
 }
 
 
@@ -26,7 +27,7 @@ def cv_data(tiny_bert, tiny_encoder):
     return CVData(tiny_encoder.encode(texts), texts, y, labels, str(tiny_bert), 32, 0, "cpu")
 
 
-@pytest.mark.parametrize("adapter", ["linear", "mlp", "lora"])
+@pytest.mark.parametrize("adapter", ["linear", "mlp", "lora", "finetune"])
 def test_every_adapter_trains_predicts_and_round_trips(adapter, cv_data, tmp_path):
     idx = np.arange(len(cv_data.y))
     epochs_seen = []
@@ -48,6 +49,12 @@ def test_every_adapter_trains_predicts_and_round_trips(adapter, cv_data, tmp_pat
     if adapter == "lora":
         assert loaded.meta["lora"]["rank"] == 4
         assert not any("lora" in name for name, _ in loaded.encoder.named_parameters())  # merged
+    if adapter in ("lora", "finetune"):  # the encoder itself changed, not only the head
+        from transformers import AutoModel
+
+        base = AutoModel.from_pretrained(cv_data.base_path, use_safetensors=True).state_dict()
+        changed = [k for k, v in loaded.encoder.state_dict().items() if not np.allclose(v, base[k])]
+        assert changed, "the encoder weights did not move"
 
 
 def test_training_is_repeatable_for_a_seed(cv_data):
@@ -58,7 +65,19 @@ def test_training_is_repeatable_for_a_seed(cv_data):
 
 
 def test_search_space_is_declared_for_every_adapter():
-    assert set(SEARCH_SPACE) == {"linear", "mlp", "lora"}
+    assert set(SEARCH_SPACE) == {"linear", "mlp", "lora", "finetune"}
     assert [c.adapter for c in candidates_for(["linear"])] == ["linear"] * len(SEARCH_SPACE["linear"])
     with pytest.raises(ValueError, match="unknown adapter"):
         candidates_for(["svm"])
+
+
+def test_cv_epochs_fill_the_pass_budget_on_small_data_only():
+    from model_runner.training.fitting import cv_epochs
+
+    hp = {"epochs": 3, "cv_epochs": 1, "cv_pass_budget": 6000}
+    assert cv_epochs(hp, 4642) == 1  # sentiment fold: one epoch fills the budget
+    assert cv_epochs(hp, 2500) == 2
+    assert cv_epochs(hp, 1628) == 3  # emotion fold: the full epochs, never more
+    assert cv_epochs(hp, 100) == 3
+    assert cv_epochs({"epochs": 3, "cv_epochs": 1}, 100) == 1  # no budget: the fixed CV epochs
+    assert cv_epochs({**hp, "cv_epochs": 2}, 9000) == 2  # never below cv_epochs

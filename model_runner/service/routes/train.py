@@ -30,7 +30,7 @@ class TrainRequest(BaseModel):
     dataset: str | None = Field(
         None, min_length=1, max_length=1000, description="Path on the service host or a Hub dataset id."
     )
-    adapters: list[Literal["linear", "mlp", "lora"]] | None = Field(None, min_length=1)
+    adapters: list[Literal["linear", "mlp", "lora", "finetune"]] | None = Field(None, min_length=1)
     folds: int | None = Field(None, ge=2, le=20)
     sample_fraction: float | None = Field(None, gt=0, le=1, description="Train on a stratified share.")
     include_feedback: bool = Field(True, description="Add labelled feedback rows to the training data.")
