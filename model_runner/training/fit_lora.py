@@ -120,10 +120,11 @@ def fit_finetune(
 ) -> TweetClassifier:
     """Every encoder weight learns, with the head.
 
-    On a CPU this is the cheaper way to adapt the encoder, not the dearer one: backward must traverse
-    every layer either way, and LoRA adds its own matmuls and dropout on top, so an epoch takes
-    about 0.6x LoRA's time here while scoring higher (``make bench ARGS=training``). LoRA's edge is
-    optimiser memory, which matters on a GPU with a large model, not for a 22M-parameter encoder.
+    On a CPU this costs what LoRA costs: backward traverses every layer either way, and the weight
+    gradients LoRA skips are offset by its own extra matmuls (``make bench ARGS=training`` times one
+    epoch of each: 0.98x). On a held-out fifth of train.jsonl it scored 0.716 macro recall against
+    LoRA's 0.714, and 0.650 against 0.638 on validation.jsonl. LoRA's edge is optimiser memory,
+    which matters for large encoders on a GPU, not for a 22M-parameter one.
     """
     torch.manual_seed(seed)
     encoder, tokenizer = _load_base(base_path)

@@ -72,8 +72,8 @@ SEARCH_SPACE: dict[str, list[Candidate]] = {
             cv_pass_budget=CV_PASS_BUDGET,
         )
     ],
-    # Full fine-tuning of every encoder weight: on a CPU an epoch costs less than LoRA's (see
-    # fit_finetune) and it scores higher. Same CV budget and the same lower-bound argument as LoRA.
+    # Full fine-tuning of every encoder weight: on a CPU an epoch costs what LoRA's does (see
+    # fit_finetune) and it scored a little higher. Same CV budget and lower-bound argument as LoRA.
     "finetune": [
         Candidate.of(
             "finetune",
