@@ -4,7 +4,8 @@
 (b) the ``transformers`` text-classification pipeline, batched, fp32;
 (c) our serving path in process: 32 concurrent requests of 32 texts through the micro-batcher, for the
     served int8 model and for fp32;
-(d) ``model-runner serve`` under uvicorn in its own process, 8 concurrent HTTP clients, batches of 32;
+(d) ``model-runner serve`` under uvicorn in its own process, 8 concurrent HTTP clients, batches of 32
+    (the service serves int8; ``BENCH_SERVING=fp32`` makes it serve fp32, i.e. the ONNX Runtime twin);
 (e) single-message HTTP requests one after another (an idle service): p50/p99 latency.
 Ratios are against (a). The service's peak RSS is its VmHWM. The champion is the real base model with a
 linear head (its quality does not matter here), registered in a scratch MLflow store and Postgres.
@@ -167,7 +168,9 @@ def _ratio(value: float, base: float) -> tuple[str, str]:
     return f"{value:.1f}", f"{value / base:.2f}x"
 
 
-def run(limit: int | None = None, serving: str = "int8") -> None:
+def run(limit: int | None = None, serving: str | None = None) -> None:
+    # what the HTTP service serves: int8 (torch) by default; BENCH_SERVING=fp32 serves the ONNX twin
+    serving = serving or os.environ.get("BENCH_SERVING", "int8")
     from model_runner.modeling.onnx_backend import to_onnx_runtime
     from model_runner.modeling.quantize import quantize_int8
     from model_runner.service.served import ServedModel
