@@ -51,6 +51,7 @@ class MicroBatcher:
         max_wait_ms: float,
         pass_size: int = 32,
         observe_batch: Callable[[str, int], None] | None = None,
+        threads: Callable[[], int] | None = None,
     ):
         self.task = task
         self._current = current
@@ -59,6 +60,7 @@ class MicroBatcher:
         self._pass_size = pass_size  # texts per forward pass; a gathered batch is token-sorted first
         self._max_wait = max_wait_ms / 1000
         self._observe = observe_batch
+        self._threads = threads  # torch threads wanted for the next pass (0 = leave as is)
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._loop_task: asyncio.Task | None = None
 
@@ -113,7 +115,13 @@ class MicroBatcher:
             try:
                 proba, truncated = await loop.run_in_executor(
                     self._executor,
-                    partial(served.model.predict_with_truncation, texts, batch_size=self._pass_size),
+                    partial(
+                        _predict,
+                        served.model,
+                        texts,
+                        self._pass_size,
+                        self._threads() if self._threads else 0,
+                    ),
                 )
             except Exception as exc:  # one bad batch must not kill the loop
                 log.exception("inference failed for a batch of %d texts", len(texts))
@@ -129,3 +137,13 @@ class MicroBatcher:
                 if not p.future.done():
                     p.future.set_result(BatchResult(proba[start:end], truncated[start:end], served))
                 start = end
+
+
+def _predict(model, texts: list[str], pass_size: int, threads: int):
+    """Runs on the inference thread; adjusts torch's intra-op threads first when asked to."""
+    if threads:
+        import torch
+
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+    return model.predict_with_truncation(texts, batch_size=pass_size)

@@ -30,7 +30,7 @@ class ReloadResult:
 
 
 class ModelManager:
-    def __init__(self, settings: Settings, executor: Executor, *, on_swap=None, on_batch=None):
+    def __init__(self, settings: Settings, executor: Executor, *, on_swap=None, on_batch=None, threads=None):
         self.settings = settings
         self.tasks = settings.task_list()
         self._served: dict[str, ServedModel] = {}
@@ -46,6 +46,7 @@ class ModelManager:
                 pass_size=settings.batch_pass_size,
                 max_wait_ms=settings.batch_max_wait_ms,
                 observe_batch=on_batch,
+                threads=threads,
             )
             for task in self.tasks
         }

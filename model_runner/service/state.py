@@ -27,16 +27,26 @@ class ServiceState:
         self.metrics = ServiceMetrics()
         # one thread for every forward pass: batches queue instead of fighting over the cores
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
-        self.models = ModelManager(
-            settings, self.executor, on_swap=self.metrics.served, on_batch=self.metrics.observe_batch
-        )
         self.jobs = TrainingSupervisor(
             settings, JobStore(lambda: self.components.db), on_success=self._after_training
+        )
+        self.models = ModelManager(
+            settings,
+            self.executor,
+            on_swap=self.metrics.served,
+            on_batch=self.metrics.observe_batch,
+            threads=self.serving_threads,
         )
         self.started_at = datetime.now(UTC)
         self.startup_done = asyncio.Event()
         self.startup_error: str | None = None
         self._background: list[asyncio.Task] = []
+
+    def serving_threads(self) -> int:
+        """Torch threads for the next forward pass: fewer while our training worker shares the cores."""
+        if self.settings.inference_threads_while_training and self.jobs.worker_running:
+            return self.settings.inference_threads_while_training
+        return self.settings.inference_threads or os.cpu_count() or 1
 
     async def start(self) -> None:
         import torch

@@ -67,6 +67,11 @@ class TrainingSupervisor:
         watcher.add_done_callback(self._watchers.discard)
         return job
 
+    @property
+    def worker_running(self) -> bool:
+        """A training worker started by this service is still alive."""
+        return any(proc.poll() is None for proc in self._procs.values())
+
     def _spawn(self, job_id: str) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         logfile = self.log_path(job_id).open("ab")
