@@ -139,6 +139,12 @@ class Settings(BaseSettings):
         description="Micro-batch: extra wait for more requests once the inference thread is free; 0 = none"
         " (requests that arrive during a forward pass form the next batch anyway).",
     )
+    inference_cache_size: int = Field(
+        default=20_000,
+        ge=0,
+        description="Results kept per task for texts the served model has already classified (LRU,"
+        " emptied on reload; retweets repeat verbatim); 0 = off. Repeats within a batch always run once.",
+    )
     serving_runtime: Literal["onnxruntime", "torch"] = Field(
         default="onnxruntime",
         description="How fp32 models are served: ONNX Runtime (exported at load, checked against torch;"

@@ -28,12 +28,18 @@ class ServiceMetrics:
         )
         self.batch_size = Histogram(
             "tweetpulse_inference_batch_size",
-            "Texts per forward pass",
+            "Texts the model ran per micro-batch (repeats and cached texts excluded)",
             ["task"],
             buckets=BATCH_BUCKETS,
             registry=r,
         )
         self.texts = Counter("tweetpulse_inference_texts", "Texts classified", ["task"], registry=r)
+        self.reused = Counter(
+            "tweetpulse_inference_reused_texts",
+            "Texts answered without a forward pass: seen before (result cache) or repeated in the batch",
+            ["task"],
+            registry=r,
+        )
         self.model_info = Gauge(
             "tweetpulse_served_model_info",
             "Served model (value 1)",
@@ -47,9 +53,11 @@ class ServiceMetrics:
         for state in JOB_STATES:
             self.jobs.labels(state).set(0)
 
-    def observe_batch(self, task: str, size: int) -> None:
-        self.batch_size.labels(task).observe(size)
-        self.texts.labels(task).inc(size)
+    def observe_batch(self, task: str, texts: int, computed: int) -> None:
+        if computed:
+            self.batch_size.labels(task).observe(computed)
+        self.texts.labels(task).inc(texts)
+        self.reused.labels(task).inc(texts - computed)
 
     def served(self, model) -> None:
         # one series per task: drop the previous version's before setting the new one

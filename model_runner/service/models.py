@@ -47,6 +47,7 @@ class ModelManager:
                 max_wait_ms=settings.batch_max_wait_ms,
                 observe_batch=on_batch,
                 threads=threads,
+                cache_size=settings.inference_cache_size,
             )
             for task in self.tasks
         }

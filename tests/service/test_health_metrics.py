@@ -43,8 +43,9 @@ def test_ready_is_503_without_any_champion(tmp_path, pg_server, tiny_bert):
 
 def test_metrics_count_requests_batches_and_the_served_model(live):
     with live.client() as c:
-        for _ in range(3):
-            c.post("/inference", json={"messages": ["a", "b"]})
+        for i in range(3):
+            c.post("/inference", json={"messages": [f"a{i}", f"b{i}"]})
+        c.post("/inference", json={"messages": ["a0", "a0"]})  # answered from the result cache
         text = c.get("/metrics").text
     samples = {
         (s.name, tuple(sorted(s.labels.items()))): s.value
@@ -61,6 +62,7 @@ def test_metrics_count_requests_batches_and_the_served_model(live):
     assert requests and requests[0] >= 3
     assert any(n == "tweetpulse_http_request_seconds_bucket" for n, _ in samples)
     assert any(n == "tweetpulse_inference_batch_size_count" and v >= 3 for (n, _), v in samples.items())
+    assert any(n == "tweetpulse_inference_reused_texts_total" and v >= 2 for (n, _), v in samples.items())
     info = [dict(lbl) for (n, lbl), v in samples.items() if n == "tweetpulse_served_model_info" and v == 1]
     assert {"task": "sentiment", "name": "tweetpulse-sentiment", "version": "1"}.items() <= info[0].items()
     assert any(n == "tweetpulse_training_jobs" for n, _ in samples)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import httpx
 import numpy as np
@@ -30,10 +31,24 @@ def test_predictions_come_in_input_order_with_model_version(live):
         assert [pred["scores"][k] for k in served.labels] == pytest.approx(row.tolist(), abs=5e-3)
 
 
+def _unseen(texts: list[str]) -> list[str]:
+    """The texts made new to the service's result cache, so the model really runs on them."""
+    tag = uuid.uuid4().hex[:8]
+    return [f"{t} {tag}" for t in texts]
+
+
 def test_batch_results_equal_one_at_a_time_results(live):
+    cache = live.state.models.batchers["sentiment"].cache
+    computed = live.state.metrics.batch_size.labels("sentiment")._sum
     with live.client() as c:
+        cache.clear()
+        before = computed.get()
         batch = c.post("/inference", json={"messages": TEXTS}).json()["predictions"]
-        single = [c.post("/inference", json={"messages": [t]}).json()["predictions"][0] for t in TEXTS]
+        single = []
+        for t in TEXTS:
+            cache.clear()  # each single text through its own forward pass, not the batch's answer
+            single.append(c.post("/inference", json={"messages": [t]}).json()["predictions"][0])
+        assert computed.get() - before == 2 * len(TEXTS)
     # int8 dynamic quantization scales activations per forward pass, so a text's scores move by about
     # 1e-3 with its batch neighbours (fp32: ~1e-6); the labels must not
     atol = 5e-3 if live.state.models.get("sentiment").quantized else 1e-4
@@ -44,17 +59,36 @@ def test_batch_results_equal_one_at_a_time_results(live):
 
 
 def test_concurrent_requests_share_forward_passes_and_keep_their_own_answers(live):
+    texts = _unseen(TEXTS)
+
     async def run() -> list[dict]:
         async with httpx.AsyncClient(base_url=live.url, timeout=30) as c:
-            rs = await asyncio.gather(*[c.post("/inference", json={"messages": [t] * 3}) for t in TEXTS])
+            rs = await asyncio.gather(*[c.post("/inference", json={"messages": [t] * 3}) for t in texts])
         return [r.json() for r in rs]
 
-    before = live.state.metrics.batch_size.labels("sentiment")._sum.get()
+    metrics = live.state.metrics
+    before = metrics.batch_size.labels("sentiment")._sum.get()
+    reused = metrics.reused.labels("sentiment")._value.get()
     bodies = asyncio.run(run())
-    for text, body in zip(TEXTS, bodies, strict=True):
-        alone = live.state.models.get("sentiment").model.predict(text and [text])[0]
+    for text, body in zip(texts, bodies, strict=True):
+        alone = live.state.models.get("sentiment").model.predict([text])[0]
         assert [p["label"] for p in body["predictions"]] == [alone] * 3
-    assert live.state.metrics.batch_size.labels("sentiment")._sum.get() - before == 3 * len(TEXTS)
+    # each distinct text ran through the model once; its two repeats were answered without a pass
+    assert metrics.batch_size.labels("sentiment")._sum.get() - before == len(texts)
+    assert metrics.reused.labels("sentiment")._value.get() - reused == 2 * len(texts)
+
+
+def test_a_text_seen_before_is_answered_from_the_cache(live):
+    texts = _unseen(TEXTS)
+    metrics = live.state.metrics
+    with live.client() as c:
+        first = c.post("/inference", json={"messages": texts}).json()["predictions"]
+        computed = metrics.batch_size.labels("sentiment")._sum.get()
+        reused = metrics.reused.labels("sentiment")._value.get()
+        again = c.post("/inference", json={"messages": texts[::-1]}).json()["predictions"]
+    assert metrics.batch_size.labels("sentiment")._sum.get() == computed  # no forward pass at all
+    assert metrics.reused.labels("sentiment")._value.get() - reused == len(texts)
+    assert again[::-1] == first
 
 
 def test_empty_list_gives_empty_predictions(live):
