@@ -84,7 +84,8 @@ class ServedModel:
         }
 
 
-def validate(model: TweetClassifier) -> None:
+def validate(model: TweetClassifier) -> np.ndarray:
+    """Checks the label set and the canary predictions; returns those predictions."""
     labels = model.labels
     if not labels or len(set(labels)) != len(labels):
         raise ModelValidationError(f"label set {labels!r} is empty or has duplicates")
@@ -95,6 +96,7 @@ def validate(model: TweetClassifier) -> None:
         )
     if not np.isfinite(proba).all() or not np.allclose(proba.sum(axis=1), 1.0, atol=1e-3):
         raise ModelValidationError("canary predictions are not finite probability distributions")
+    return proba
 
 
 def load_version(
@@ -133,7 +135,7 @@ def load_version(
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _onnx_or_torch(model: TweetClassifier, tag: str) -> TweetClassifier:
+def _onnx_or_torch(model: TweetClassifier, canary_proba: np.ndarray, tag: str) -> TweetClassifier:
     """The ONNX Runtime twin of an fp32 model, when it answers the canaries like torch does.
 
     The export is checked, not trusted: a graph that differs from torch beyond float noise (an
@@ -143,9 +145,7 @@ def _onnx_or_torch(model: TweetClassifier, tag: str) -> TweetClassifier:
 
     try:
         twin = to_onnx_runtime(model, int8=False)
-        diff = float(
-            np.abs(twin.predict_proba(list(CANARY_TEXTS)) - model.predict_proba(list(CANARY_TEXTS))).max()
-        )
+        diff = float(np.abs(twin.predict_proba(list(CANARY_TEXTS)) - canary_proba).max())
     except Exception as exc:  # the torch model is a complete fallback
         log.warning("%s: ONNX export failed (%s: %s); serving with torch", tag, type(exc).__name__, exc)
         return model
@@ -174,12 +174,12 @@ def load_folder(
         raise ModelValidationError(
             f"{name}/{version} was trained for task {config.get('task')!r}, not {task!r}"
         )
-    validate(model)
+    canary_proba = validate(model)
     from model_runner.modeling.quantize import QuantizedTweetClassifier
 
     quantized = isinstance(model, QuantizedTweetClassifier)
     if runtime == "onnxruntime" and not quantized:
-        model = _onnx_or_torch(model, f"{name}/{version}")
+        model = _onnx_or_torch(model, canary_proba, f"{name}/{version}")
     return ServedModel(
         task=task,
         name=name,

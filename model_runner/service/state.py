@@ -51,7 +51,7 @@ class ServiceState:
     async def start(self) -> None:
         import torch
 
-        torch.set_num_threads(self.settings.inference_threads or os.cpu_count() or 1)
+        torch.set_num_threads(self.serving_threads())
         self.models.start()
         self._background.append(asyncio.create_task(self._startup(), name="startup"))
         if self.settings.reload_poll_s:

@@ -47,23 +47,13 @@ def fit_lora(
     rank: int,
     alpha: int,
     dropout: float,
-    lr: float,
-    epochs: int,
-    batch_size: int,
     target_modules: str,
     layers: str = "",
-    max_length: int = 128,
-    seed: int = 0,
-    device: str = "auto",
-    init_head: nn.Module | None = None,
-    on_epoch: EpochCallback | None = None,
-    should_stop: Callable[[], bool] | None = None,
-    **_,
+    **loop,
 ) -> TweetClassifier:
+    """LoRA on ``target_modules`` (of ``layers``, or all blocks); ``loop``: see ``_fit_encoder``."""
     from peft import LoraConfig, get_peft_model
 
-    torch.manual_seed(seed)
-    encoder, tokenizer = _load_base(base_path)
     # ``layers`` limits LoRA to some transformer blocks: backward then stops at the lowest adapted
     # block, which is most of the cost of a training step on a CPU.
     config = LoraConfig(
@@ -73,23 +63,9 @@ def fit_lora(
         target_modules=target_modules.split(","),
         layers_to_transform=[int(i) for i in layers.split(",")] if layers else None,
     )
-    peft_encoder = get_peft_model(encoder, config)
-    model = _classifier(peft_encoder, tokenizer, labels, init_head, max_length)
-    _train_end_to_end(
-        model,
-        texts,
-        y,
-        lr=lr,
-        epochs=epochs,
-        batch_size=batch_size,
-        weight_decay=0.01,
-        seed=seed,
-        device=device,
-        on_epoch=on_epoch,
-        should_stop=should_stop,
-    )
+    model = _fit_encoder(base_path, texts, y, labels, wrap=lambda enc: get_peft_model(enc, config), **loop)
     # Fold the low-rank updates into the base weights: a plain encoder for saving and serving.
-    model.encoder = peft_encoder.merge_and_unload()
+    model.encoder = model.encoder.merge_and_unload()
     model.meta["lora"] = {
         "rank": rank,
         "alpha": alpha,
@@ -97,10 +73,26 @@ def fit_lora(
         "target_modules": target_modules,
         "layers": layers or "all",
     }
-    return model.eval().requires_grad_(False)
+    return model
 
 
 def fit_finetune(
+    base_path: Path, texts: Sequence[str], y: np.ndarray, labels: Sequence[str], **loop
+) -> TweetClassifier:
+    """Every encoder weight learns, with the head; ``loop``: see ``_fit_encoder``.
+
+    On a CPU this costs what LoRA costs: backward traverses every layer either way, and the weight
+    gradients LoRA skips are offset by its own extra matmuls (``make bench ARGS=training`` times one
+    epoch of each: 0.98x). On a held-out fifth of train.jsonl it scored 0.716 macro recall against
+    LoRA's 0.714 (rank 16, 3 epochs), and 0.650 against 0.638 on validation.jsonl. LoRA's edge is
+    optimiser memory, which matters for large encoders on a GPU, not for a 22M-parameter one.
+    """
+    model = _fit_encoder(base_path, texts, y, labels, **loop)
+    model.meta["finetune"] = {k: loop[k] for k in ("lr", "epochs", "weight_decay") if k in loop}
+    return model
+
+
+def _fit_encoder(
     base_path: Path,
     texts: Sequence[str],
     y: np.ndarray,
@@ -116,18 +108,14 @@ def fit_finetune(
     init_head: nn.Module | None = None,
     on_epoch: EpochCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
+    wrap: Callable[[nn.Module], nn.Module] | None = None,
     **_,
 ) -> TweetClassifier:
-    """Every encoder weight learns, with the head.
-
-    On a CPU this costs what LoRA costs: backward traverses every layer either way, and the weight
-    gradients LoRA skips are offset by its own extra matmuls (``make bench ARGS=training`` times one
-    epoch of each: 0.98x). On a held-out fifth of train.jsonl it scored 0.716 macro recall against
-    LoRA's 0.714 (rank 16, 3 epochs), and 0.650 against 0.638 on validation.jsonl. LoRA's edge is
-    optimiser memory, which matters for large encoders on a GPU, not for a 22M-parameter one.
-    """
+    """The base encoder (``wrap``-ped, e.g. with LoRA) plus ``init_head``, trained end to end; eval mode."""
     torch.manual_seed(seed)
     encoder, tokenizer = _load_base(base_path)
+    if wrap is not None:
+        encoder = wrap(encoder)
     model = _classifier(encoder, tokenizer, labels, init_head, max_length)
     _train_end_to_end(
         model,
@@ -142,7 +130,6 @@ def fit_finetune(
         on_epoch=on_epoch,
         should_stop=should_stop,
     )
-    model.meta["finetune"] = {"lr": lr, "epochs": epochs, "weight_decay": weight_decay}
     return model.eval().requires_grad_(False)
 
 
