@@ -210,7 +210,8 @@ print(model.predict(["what a great day!"]))
 With plain transformers: the encoder is a standard model (`config.json`, `model.safetensors`, tokenizer
 files); the classifier is the mean of the token vectors (padding excluded), L2-normalised, then the head
 in `head.safetensors` (a `torch.nn.Sequential`; its kind and the labels are in `tweetpulse.json`).
-Clean the text first as `model_runner.data.cleaning.clean_text` does (mentions to `@user`, links to `http`).
+Clean the text first as `model_runner.data.cleaning.clean_text` does (emoji to their names with the
+`emoji` package, mentions to `@user`, links to `http`).
 
 ```python
 import json, torch

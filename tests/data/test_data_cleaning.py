@@ -22,6 +22,10 @@ from model_runner.data import clean_text
         ("  padded\u00a0text  ", "padded text"),
         ("no change needed", "no change needed"),
         ("awww.... so cute", "awww.... so cute"),
+        ("love it😂😂", "love it face with tears of joy face with tears of joy"),
+        ("I \u2764\ufe0f you @bob", "I red heart you @user"),
+        ("ok \U0001f44d\U0001f3fd!", "ok thumbs up medium skin tone !"),
+        ("café naïve – “quotes”", "café naïve – “quotes”"),
     ],
 )
 def test_clean_text_rules(raw: str, expected: str) -> None:
@@ -35,8 +39,9 @@ def test_clean_text_whitespace_only_becomes_empty(raw: str) -> None:
 
 def test_clean_text_is_idempotent_on_tricky_inputs() -> None:
     alphabet = ["@", "w", "ww", "www.", ".", ":", "/", "http", "s", "://", " ", "\n", "x", "_", "é", "a@b"]
+    alphabet += ["\U0001f602", "\u2764\ufe0f", "\U0001f3fd", "\ufe0f", "#"]
     rng = random.Random(7)
-    samples = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12))) for _ in range(3000)]
+    samples = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12))) for _ in range(20000)]
     samples += ["@@name", "@www.x.com", "x@https://y", "http://a@b", "@user.com", "www.www.x"]
     for sample in samples:
         once = clean_text(sample)
