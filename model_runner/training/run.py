@@ -26,7 +26,7 @@ from model_runner.registry import ModelRegistry, decide
 from model_runner.tasks import Task
 from model_runner.training import tracking
 from model_runner.training.cv import CVData, run_cv
-from model_runner.training.fitting import build_classifier, fit_candidate
+from model_runner.training.fitting import build_classifier, fit_candidate, resolve_hp
 from model_runner.training.search_space import candidates_for
 from model_runner.wiring import Components
 
@@ -223,11 +223,14 @@ def run_training(
 
         # 4. final fit on the whole training split
         stage("fit", 0)
+        fit_hp = resolve_hp(best.candidate, len(y_train))
+        if "epochs" in fit_hp:
+            mlflow.log_param("fit.epochs", fit_hp["epochs"])
         fitted = fit_candidate(best.candidate, cv_data, np.arange(len(y_train)), should_stop=should_stop)
         meta = {
             "task": task.name,
             "adapter": best.candidate.adapter,
-            "hyperparameters": best.candidate.hp,
+            "hyperparameters": fit_hp,
             "base_model": {"id": encoder.encoder_id, "revision": encoder.revision},
             "data_hash": prepared.summary.dataset_hash,
             "metric": metric,

@@ -81,3 +81,18 @@ def test_cv_epochs_fill_the_pass_budget_on_small_data_only():
     assert cv_epochs(hp, 100) == 3
     assert cv_epochs({"epochs": 3, "cv_epochs": 1}, 100) == 1  # no budget: the fixed CV epochs
     assert cv_epochs({**hp, "cv_epochs": 2}, 9000) == 2  # never below cv_epochs
+
+
+def test_fit_epochs_give_small_training_splits_more_passes_within_bounds():
+    from model_runner.training.fitting import fit_epochs, resolve_hp
+
+    hp = {"epochs": 2, "max_epochs": 8, "fit_pass_target": 20_000}
+    assert fit_epochs(hp, 9284) == 2  # sentiment: the floor
+    assert fit_epochs(hp, 4641) == 4
+    assert fit_epochs(hp, 3257) == 6  # emotion
+    assert fit_epochs(hp, 100) == 8  # never above max_epochs
+    assert fit_epochs({"epochs": 2}, 100) == 2  # no target: the fixed epochs
+    finetune = SEARCH_SPACE["finetune"][0]
+    assert resolve_hp(finetune, 3257)["epochs"] == 6
+    assert resolve_hp(finetune, 1628, in_cv=True)["epochs"] == 2  # an emotion CV fold: its own budget
+    assert finetune.hp["epochs"] == 2  # the declared candidate is never changed
