@@ -67,6 +67,15 @@ def run(limit: int | None = None) -> None:
         )
     )
     rows.append(("best candidate", outcome.best_candidate, ""))
-    rows.append(("serving", outcome.quantization["chosen"], ""))
+    q = outcome.quantization
+    rows.append(("serving", q["chosen"], q.get("reason", "")))
+    if q.get("agreement") is not None:
+        rows.append(
+            (
+                "int8 check",
+                f"drop {q['score_drop']:.4f}, agreement {q['agreement']:.3f}",
+                f"limits {q['max_drop']} / {q['min_agreement']}",
+            )
+        )
     print(f"device {device}, torch threads {torch.get_num_threads()}")
     print(table(rows, ("measure", "value", "note")))
