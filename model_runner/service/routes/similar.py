@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Depends
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
@@ -26,12 +28,16 @@ class SimilarRequest(BaseModel):
 async def similar(body: SimilarRequest, state=Depends(get_state)):
     if body.task not in state.models.tasks:
         raise Unprocessable(f"unknown task {body.task!r}; served tasks: {', '.join(state.models.tasks)}")
-    return await run_in_threadpool(_similar, state.components, body)
+    components = state.components
+    # the encoder runs (and on first use loads) on the inference thread: torch must not run on a
+    # long-lived pool thread (see models.in_own_thread); the database query runs on the pool
+    loop = asyncio.get_running_loop()
+    vector = await loop.run_in_executor(state.executor, lambda: components.encoder.encode([body.text])[0])
+    return await run_in_threadpool(_similar, components, body, vector)
 
 
-def _similar(components, body: SimilarRequest) -> dict:
+def _similar(components, body: SimilarRequest, vector) -> dict:
     encoder = components.encoder
-    vector = encoder.encode([body.text])[0]
     found = components.examples(body.task).similar(vector, encoder.encoder_id, encoder.revision, body.k)
     return {
         "task": body.task,
