@@ -64,8 +64,9 @@ class ResultCache:
             self._owner = weakref.ref(served.model)
         return {t: row for t in texts if (row := self._rows.get(t)) is not None}
 
-    def store(self, served: ServedModel, results: dict[str, tuple[np.ndarray, bool]]) -> None:
-        if self._rows is not None and self._owner is not None and self._owner() is served.model:
+    def store(self, results: dict[str, tuple[np.ndarray, bool]]) -> None:
+        # ``lookup`` for the same batch has just made ``served`` the owner
+        if self._rows is not None:
             self._rows.update(results)
 
     def clear(self) -> None:
@@ -184,7 +185,7 @@ class MicroBatcher:
                 ),
             )
             fresh = {t: (proba[i], bool(truncated[i])) for i, t in enumerate(todo)}
-            self.cache.store(served, fresh)
+            self.cache.store(fresh)
             known.update(fresh)
         if not texts:
             return np.zeros((0, len(served.model.labels)), np.float32), np.zeros(0, bool), 0

@@ -27,11 +27,7 @@ def cv_epochs(hp: dict, n_rows: int) -> int:
     folds get the full epochs, because a one-epoch score there would undersell the encoder adapters
     against the head-only ones and CV would pick the wrong adapter.
     """
-    budget = int(hp.get("cv_pass_budget") or 0)
-    floor = int(hp["cv_epochs"])
-    if budget <= 0 or n_rows <= 0:
-        return floor
-    return max(floor, min(int(hp["epochs"]), budget // n_rows))
+    return _budgeted_epochs(int(hp["cv_epochs"]), int(hp["epochs"]), hp.get("cv_pass_budget"), n_rows)
 
 
 def fit_epochs(hp: dict, n_rows: int) -> int:
@@ -44,11 +40,16 @@ def fit_epochs(hp: dict, n_rows: int) -> int:
     0.757 / 0.694, 8 epochs 0.742 / 0.711, 12 epochs 0.743 / 0.711: a plateau). ``max_epochs``
     bounds it for tiny datasets.
     """
-    target = int(hp.get("fit_pass_target") or 0)
     floor = int(hp["epochs"])
-    if target <= 0 or n_rows <= 0:
+    return _budgeted_epochs(floor, int(hp.get("max_epochs") or floor), hp.get("fit_pass_target"), n_rows)
+
+
+def _budgeted_epochs(floor: int, cap: int, budget, n_rows: int) -> int:
+    """As many epochs as ``budget`` rows x epochs allow on ``n_rows``, within [floor, cap]."""
+    budget = int(budget or 0)
+    if budget <= 0 or n_rows <= 0:
         return floor
-    return max(floor, min(int(hp.get("max_epochs") or floor), target // n_rows))
+    return max(floor, min(cap, budget // n_rows))
 
 
 def resolve_hp(candidate: Candidate, n_rows: int, *, in_cv: bool = False) -> dict:
