@@ -56,6 +56,16 @@ class Settings(BaseSettings):
         default="../shared/datasets/tweet-emotion",
         description="Default data of the emotion task: a file, a folder or a Hub dataset id.",
     )
+    sentiment_warmup_task: str = Field(
+        default="",
+        description="Task whose labelled data first tunes the encoder before a sentiment fine-tune/LoRA; "
+        "empty = none.",
+    )
+    emotion_warmup_task: str = Field(
+        default="sentiment",
+        description="Task whose labelled data first tunes the encoder before an emotion fine-tune/LoRA "
+        "(intermediate-task transfer); empty = none.",
+    )
     eval_fraction: float = Field(
         default=0.2, gt=0, lt=1, description="Share held out for evaluation when the data has no eval split."
     )

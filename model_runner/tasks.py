@@ -17,20 +17,36 @@ class Task:
     data: str
     int_labels: tuple[str, ...]
     metric: str  # primary selection/gate metric: "macro_recall" or "macro_f1"
+    # another task whose labelled data first tunes the encoder (see training.warmup); "" = none
+    warmup: str = ""
 
 
 def get_task(name: str, settings: Settings) -> Task:
     tasks = {
         "sentiment": Task(
-            "sentiment", settings.sentiment_data, ("negative", "neutral", "positive"), "macro_recall"
+            "sentiment",
+            settings.sentiment_data,
+            ("negative", "neutral", "positive"),
+            "macro_recall",
+            settings.sentiment_warmup_task,
         ),
         "emotion": Task(
-            "emotion", settings.emotion_data, ("anger", "joy", "optimism", "sadness"), "macro_f1"
+            "emotion",
+            settings.emotion_data,
+            ("anger", "joy", "optimism", "sadness"),
+            "macro_f1",
+            settings.emotion_warmup_task,
         ),
     }
     if name not in tasks:
         raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(sorted(tasks))}")
-    return tasks[name]
+    task = tasks[name]
+    if task.warmup and (task.warmup == name or task.warmup not in tasks):
+        raise ValueError(
+            f"{name}_warmup_task={task.warmup!r} must name another task "
+            f"({', '.join(sorted(tasks))}) or be empty"
+        )
+    return task
 
 
 TASK_NAMES = ("sentiment", "emotion")

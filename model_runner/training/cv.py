@@ -60,6 +60,10 @@ class CVData:
     max_length: int
     seed: int
     device: str
+    # encoder adapters start from this encoder folder (a warmed-up one, see training.warmup) instead
+    # of base_path, with their initial head fitted on x_init: these texts' embeddings under it
+    init_path: str = ""
+    x_init: np.ndarray | None = None
 
 
 def stratified_folds(y: np.ndarray, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:

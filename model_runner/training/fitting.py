@@ -78,10 +78,11 @@ def fit_candidate(
     if candidate.uses_cache:
         fitter = HEAD_FITTERS[candidate.adapter]
         return fitter(data.x[idx], data.y[idx], n_classes, seed=data.seed, on_epoch=on_epoch, **hp)
-    init = fit_linear(data.x[idx], data.y[idx], n_classes, C=LORA_INIT_C, seed=data.seed)
+    x_init = data.x if data.x_init is None else data.x_init
+    init = fit_linear(x_init[idx], data.y[idx], n_classes, C=LORA_INIT_C, seed=data.seed)
     fitter = fit_lora if candidate.adapter == "lora" else fit_finetune
     return fitter(
-        Path(data.base_path),
+        Path(data.init_path or data.base_path),
         [data.texts[i] for i in idx],
         data.y[idx],
         data.labels,

@@ -7,6 +7,7 @@ is interrupted anywhere before that leaves the served model exactly as it was.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
@@ -18,7 +19,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 
-from model_runner.data import prepare_dataset
+from model_runner.data import DataError, prepare_dataset
 from model_runner.evaluation import bootstrap_ci, evaluate
 from model_runner.modeling.classifier import TweetClassifier
 from model_runner.modeling.quantize import check_quantization
@@ -28,6 +29,7 @@ from model_runner.training import tracking
 from model_runner.training.cv import CVData, run_cv
 from model_runner.training.fitting import build_classifier, fit_candidate, resolve_hp
 from model_runner.training.search_space import candidates_for
+from model_runner.training.warmup import Warmup, embed_with, warm_up_encoder
 from model_runner.wiring import Components
 
 log = logging.getLogger(__name__)
@@ -38,6 +40,7 @@ ProgressFn = Callable[[str, float], None]  # (stage, overall progress 0..1)
 _STAGES = {
     "data": 0.02,
     "embed": 0.12,
+    "warmup": 0.3,
     "cv": 0.6,
     "fit": 0.85,
     "evaluate": 0.9,
@@ -61,6 +64,7 @@ class TrainOutcome:
     data: dict
     seconds: float
     stage_seconds: dict = field(default_factory=dict)
+    warmup: dict | None = None  # the warm-up the encoder adapters started from, if any
 
     def summary(self) -> dict:
         """What the CLI prints and the job stores: small and JSON-friendly."""
@@ -75,6 +79,7 @@ class TrainOutcome:
             "macro_f1": round(self.metrics["macro_f1"], 4),
             "accuracy": round(self.metrics["accuracy"], 4),
             "serving": self.quantization.get("chosen"),
+            "warmup": self.warmup["task"] if self.warmup else None,
             "run_id": self.run_id,
             "seconds": round(self.seconds, 1),
         }
@@ -169,7 +174,8 @@ def run_training(
     registry = ModelRegistry(settings.tracking_uri(), name_prefix=settings.registry_prefix)
     run_tags = {"task": task.name, "tweetpulse.code_version": tracking.code_version()}
 
-    with tracking.training_run(settings, f"train-{task.name}", run_tags) as run:
+    training_run = tracking.training_run(settings, f"train-{task.name}", run_tags)
+    with training_run as run, contextlib.ExitStack() as scratch:
         mlflow.log_params(
             {
                 "task": task.name,
@@ -197,7 +203,14 @@ def run_training(
         )
         tracking.log_json(prepared.summary.to_dict(), "data_summary.json")
 
-        # 3. cross-validation on the training split only
+        # 3. warm-up: encoder adapters start from an encoder tuned on another task's tweets
+        warm = None
+        if task.warmup and not all(c.uses_cache for c in candidates):
+            stage("warmup", 0)
+            warm = _warm_up(components, task, cv_data, scratch, should_stop, lambda f: stage("warmup", f))
+            done("warmup")
+
+        # 4. cross-validation on the training split only
         stage("cv", 0)
         results = run_cv(
             candidates,
@@ -221,7 +234,7 @@ def run_training(
         mlflow.log_metrics({f"cv_{metric}_mean": best.mean(metric), f"cv_{metric}_std": best.std(metric)})
         done("cv")
 
-        # 4. final fit on the whole training split
+        # 5. final fit on the whole training split
         stage("fit", 0)
         fit_hp = resolve_hp(best.candidate, len(y_train))
         if "epochs" in fit_hp:
@@ -235,10 +248,12 @@ def run_training(
             "data_hash": prepared.summary.dataset_hash,
             "metric": metric,
         }
+        if warm is not None and not best.candidate.uses_cache:
+            meta["warmup"] = warm.meta()
         model = build_classifier(fitted, best.candidate, cv_data, meta)
         done("fit")
 
-        # 5. one evaluation on the held-out split
+        # 6. one evaluation on the held-out split
         stage("evaluate", 0)
         with tempfile.TemporaryDirectory(prefix="tp-train-") as tmp:
             tmp = Path(tmp)
@@ -278,7 +293,7 @@ def run_training(
             tracking.log_json(quant.to_dict(), "quantization.json")
             done("evaluate")
 
-            # 6. register the candidate (a new version; no alias yet)
+            # 7. register the candidate (a new version; no alias yet)
             stage("register", 0)
             model.meta.update({"serving": quant.chosen, "metrics": _headline(report.metrics, metric)})
             model.save(tmp / "model")
@@ -294,7 +309,7 @@ def run_training(
             )
             done("register")
 
-        # 7. the gate: the same eval rows for candidate and champion
+        # 8. the gate: the same eval rows for candidate and champion
         stage("gate", 0)
         gate = _gate(registry, task, labels, eval_texts, y_eval, report, metric, settings)
         registry.set_tags(task.name, version.version, gate.as_tags())
@@ -322,7 +337,34 @@ def run_training(
         data=prepared.summary.to_dict(),
         seconds=time.perf_counter() - started,
         stage_seconds=timings,
+        warmup=warm.meta() if warm else None,
     )
+
+
+def _warm_up(components, task, cv_data, scratch, should_stop, on_progress) -> Warmup | None:
+    """Warm the encoder up on ``task.warmup``'s data and point ``cv_data``'s encoder adapters at it.
+
+    Missing warm-up data is not fatal: the run trains from the base encoder, says so in the log and
+    tags the MLflow run ``warmup.skipped`` with the reason.
+    """
+    folder = Path(scratch.enter_context(tempfile.TemporaryDirectory(prefix="tp-warmup-")))
+    try:
+        warm = warm_up_encoder(
+            components,
+            task,
+            folder / "encoder",
+            should_stop=should_stop,
+            on_epoch=lambda epoch, epochs: on_progress(0.9 * epoch / epochs),
+        )
+    except DataError as exc:
+        log.warning("warm-up on %s skipped, training from the base encoder: %s", task.warmup, exc)
+        mlflow.set_tag("warmup.skipped", str(exc)[:500])
+        return None
+    cv_data.init_path = str(warm.path)
+    cv_data.x_init = embed_with(warm, cv_data.texts, components)
+    mlflow.log_params(warm.params())
+    log.info("warm-up on %s done in %.0f s", warm.task, warm.seconds)
+    return warm
 
 
 def _headline(metrics: dict, metric: str) -> dict:

@@ -1,0 +1,117 @@
+"""Intermediate-task warm-up: fine-tune the encoder on another task's labelled tweets first.
+
+Emotion has 3,257 training tweets; sentiment has 9,284 from the same platform, and polarity is much
+of what separates anger and sadness from joy and optimism. Fine-tuning the encoder on sentiment first
+and then on emotion (intermediate-task transfer, Phang et al. 2018, "STILTs") helps the small task.
+Measured: emotion fine-tuned for 6 epochs on 80% of its train.jsonl, macro F1 on the other 20% / on
+validation.jsonl, seeds 0, 1, 2:
+
+    from the base encoder           0.739 / 0.701   0.735 / 0.705   0.720 / 0.719   mean 0.731 / 0.708
+    from the sentiment-tuned one    0.750 / 0.715   0.734 / 0.717   0.740 / 0.721   mean 0.742 / 0.718
+
+(+0.010 on both, none of the six paired differences below -0.001). It costs one fine-tune on the
+warm-up data: about 6 minutes for sentiment's 2 epochs on a 2-core CPU.
+
+Only the encoder carries over: the warm-up task's head is dropped and this task's head starts from a
+logistic regression on the warmed encoder's embeddings, as a plain fine-tune does on the base
+encoder's. The warm-up task's own warm-up setting is not followed (one level, no cycles).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from model_runner.data import prepare_dataset
+from model_runner.encoder import FrozenEncoder
+from model_runner.tasks import Task, get_task
+from model_runner.training.cv import CVData
+from model_runner.training.fitting import fit_candidate, resolve_hp
+from model_runner.training.search_space import SEARCH_SPACE
+from model_runner.wiring import Components
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Warmup:
+    """A warmed-up encoder folder and what made it."""
+
+    task: str
+    path: Path
+    data_hash: str
+    rows: int
+    epochs: int
+    seconds: float
+
+    def params(self) -> dict[str, object]:
+        return {
+            "warmup.task": self.task,
+            "warmup.data_hash": self.data_hash,
+            "warmup.rows": self.rows,
+            "warmup.epochs": self.epochs,
+        }
+
+    def meta(self) -> dict[str, object]:
+        return {"task": self.task, "data_hash": self.data_hash, "rows": self.rows, "epochs": self.epochs}
+
+
+def warm_up_encoder(
+    components: Components,
+    task: Task,
+    dst: Path,
+    *,
+    should_stop: Callable[[], bool] | None = None,
+    on_epoch: Callable[[int, int], None] | None = None,
+) -> Warmup:
+    """Fine-tune the base encoder on ``task.warmup``'s training split; save encoder + tokenizer to ``dst``.
+
+    Uses the ``finetune`` adapter's hyperparameters (epochs from its pass target) and the embedding
+    cache for its initial head, so a warm-up on data the sentiment task already embedded costs only
+    the fine-tune itself.
+    """
+    settings = components.settings
+    source = get_task(task.warmup, settings)
+    started = time.perf_counter()
+    prepared = prepare_dataset(
+        source.data, label_names=source.int_labels, eval_fraction=settings.eval_fraction, seed=settings.seed
+    )
+    texts, y = list(prepared.train["text"]), np.asarray(prepared.train["label"])
+    store = components.embeddings
+    data = CVData(
+        store.get_or_compute(texts, progress=True),
+        texts,
+        y,
+        prepared.labels,
+        str(store.encoder.resolved.path),
+        settings.encoder_max_length,
+        settings.seed,
+        "cuda" if store.encoder.device.type == "cuda" else "cpu",
+    )
+    candidate = SEARCH_SPACE["finetune"][0]
+    epochs = int(resolve_hp(candidate, len(y))["epochs"])
+    log.info("warm-up: fine-tuning the encoder on %s (%d tweets, %d epochs)", source.name, len(y), epochs)
+    model = fit_candidate(candidate, data, np.arange(len(y)), on_epoch=on_epoch, should_stop=should_stop)
+    dst.mkdir(parents=True, exist_ok=True)
+    model.encoder.save_pretrained(dst)
+    model.tokenizer.save_pretrained(dst)
+    return Warmup(
+        source.name, dst, prepared.summary.dataset_hash, len(y), epochs, time.perf_counter() - started
+    )
+
+
+def embed_with(warmup: Warmup, texts: Sequence[str], components: Components) -> np.ndarray:
+    """``texts``' embeddings under the warmed encoder, pooled exactly as the embedding cache pools."""
+    settings = components.settings
+    encoder = FrozenEncoder(
+        str(warmup.path),
+        device=settings.device,
+        max_length=settings.encoder_max_length,
+        batch_size=settings.encoder_batch_size,
+    )
+    return encoder.encode(list(texts))
