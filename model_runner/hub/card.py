@@ -152,6 +152,12 @@ def _data(info: dict) -> list[str]:
         out.append(f"- Evaluation split: `{data['eval_source']}`")
     if data.get("dataset_hash"):
         out.append(f"- Dataset hash: `{data['dataset_hash']}`")
+    if warm := info.get("warmup"):
+        out.append(
+            f"- Encoder warm-up: fine-tuned first on {warm.get('rows')} tweets of the "
+            f"`{warm.get('task')}` task ({warm.get('epochs')} epochs, dataset hash "
+            f"`{warm.get('data_hash')}`), then on this data"
+        )
     if balance := data.get("class_balance"):
         labels = list(info["labels"])
         rows = [[split, *(counts.get(label, 0) for label in labels)] for split, counts in balance.items()]

@@ -31,6 +31,7 @@ def card_info(outcome, name: str, labels: list[str], meta: dict) -> dict:
         "base_model": meta.get("base_model"),
         "adapter": meta.get("adapter"),
         "hyperparameters": meta.get("hyperparameters"),
+        "warmup": meta.get("warmup"),
         "serving": outcome.quantization.get("chosen"),
         "mlflow_run_id": outcome.run_id,
     }

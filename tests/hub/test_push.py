@@ -253,7 +253,14 @@ def test_card_with_full_info():
     assert "`tweets.csv`" in card and "/srv/private" not in card
     assert f'snapshot_download("{REPO}")' in card and "TweetClassifier.load" in card
     assert "int8" in card and "sarcasm" in card.lower() and "English" in card
-    assert "None" not in card
+    assert "None" not in card and "warm-up" not in card  # INFO has no warm-up
+
+
+def test_card_names_the_encoder_warm_up():
+    warm = {"task": "sentiment", "rows": 9284, "epochs": 2, "data_hash": "abc123"}
+    card = render_model_card({**INFO, "task": "emotion", "repo_id": REPO, "warmup": warm})
+    assert "fine-tuned first on 9284 tweets of the `sentiment` task (2 epochs" in card
+    assert "`abc123`" in card
 
 
 @pytest.mark.parametrize("kind", ["linear", "mlp"])
