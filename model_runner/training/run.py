@@ -64,7 +64,7 @@ class TrainOutcome:
     data: dict
     seconds: float
     stage_seconds: dict = field(default_factory=dict)
-    warmup: dict | None = None  # the warm-up the encoder adapters started from, if any
+    warmup: dict | None = None  # the warm-up the chosen model's encoder started from, if any
 
     def summary(self) -> dict:
         """What the CLI prints and the job stores: small and JSON-friendly."""
@@ -248,7 +248,9 @@ def run_training(
             "data_hash": prepared.summary.dataset_hash,
             "metric": metric,
         }
-        if warm is not None and not best.candidate.uses_cache:
+        if warm is not None and best.candidate.uses_cache:
+            warm = None  # a head on the frozen base encoder won: the warmed encoder is not in the model
+        if warm is not None:
             meta["warmup"] = warm.meta()
         model = build_classifier(fitted, best.candidate, cv_data, meta)
         done("fit")
