@@ -37,6 +37,26 @@ def write_jsonl(path, rows) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
+EMOTION_WORDS = {"anger": "furious", "joy": "delighted", "optimism": "hopeful", "sadness": "heartbroken"}
+
+
+def write_emotion_data(folder, n_train: int, n_eval: int):
+    """A learnable four-class emotion dataset (train + validation) in ``folder``."""
+    rng = random.Random(0)
+
+    def rows(n, tag):
+        return [
+            {"text": f"{w} about the {rng.choice(['game', 'news', 'exam'])} {tag}{i}", "label": label}
+            for label, w in EMOTION_WORDS.items()
+            for i in range(n)
+        ]
+
+    folder.mkdir()
+    write_jsonl(folder / "train.jsonl", rows(n_train, "t"))
+    write_jsonl(folder / "validation.jsonl", rows(n_eval, "v"))
+    return folder
+
+
 @pytest.fixture
 def dataset(tmp_path):
     folder = tmp_path / "data"

@@ -11,7 +11,7 @@ from model_runner.tasks import get_task
 from model_runner.training import run as run_module
 from model_runner.training.run import run_training
 
-from .conftest import make_rows, write_jsonl
+from .conftest import EMOTION_WORDS, make_rows, write_emotion_data, write_jsonl
 
 
 def test_first_run_registers_and_promotes_with_a_full_mlflow_record(components, settings, dataset):
@@ -181,27 +181,12 @@ def test_train_predict_evaluate_cli(settings, dataset, tmp_path, monkeypatch, ca
 
 
 def test_emotion_task_trains_with_four_classes_and_its_own_champion(components, settings, dataset, tmp_path):
-    import random
-
-    words = {"anger": "furious", "joy": "delighted", "optimism": "hopeful", "sadness": "heartbroken"}
-    rng = random.Random(0)
-
-    def rows(n, tag):
-        return [
-            {"text": f"{w} about the {rng.choice(['game', 'news', 'exam'])} {tag}{i}", "label": label}
-            for label, w in words.items()
-            for i in range(n)
-        ]
-
-    folder = tmp_path / "emotion"
-    folder.mkdir()
-    write_jsonl(folder / "train.jsonl", rows(20, "t"))
-    write_jsonl(folder / "validation.jsonl", rows(6, "v"))
+    folder = write_emotion_data(tmp_path / "emotion", 20, 6)
     run_training(components, get_task("sentiment", settings), data=str(dataset), adapters=["linear"])
     outcome = run_training(components, get_task("emotion", settings), data=str(folder), adapters=["linear"])
     assert outcome.promoted and outcome.metric == "macro_f1"
-    assert set(outcome.metrics["per_class"]) == set(words)
+    assert set(outcome.metrics["per_class"]) == set(EMOTION_WORDS)
     registry = registry_for(settings)
     assert registry.champion("emotion").name == "tweetpulse-emotion"
     assert registry.champion("sentiment").name == "tweetpulse-sentiment"
-    assert load_champion(settings, "emotion").model.labels == sorted(words)
+    assert load_champion(settings, "emotion").model.labels == sorted(EMOTION_WORDS)

@@ -1,7 +1,5 @@
 """Intermediate-task warm-up: emotion's encoder adapters start from an encoder tuned on sentiment."""
 
-import random
-
 import mlflow
 import pytest
 import torch
@@ -12,27 +10,12 @@ from model_runner.training import fitting
 from model_runner.training import run as run_module
 from model_runner.training.run import run_training
 
-from .conftest import write_jsonl
-
-WORDS = {"anger": "furious", "joy": "delighted", "optimism": "hopeful", "sadness": "heartbroken"}
+from .conftest import EMOTION_WORDS, write_emotion_data
 
 
 @pytest.fixture
 def emotion_data(tmp_path):
-    rng = random.Random(0)
-
-    def rows(n, tag):
-        return [
-            {"text": f"{w} about the {rng.choice(['game', 'news', 'exam'])} {tag}{i}", "label": label}
-            for label, w in WORDS.items()
-            for i in range(n)
-        ]
-
-    folder = tmp_path / "emotion"
-    folder.mkdir()
-    write_jsonl(folder / "train.jsonl", rows(12, "t"))
-    write_jsonl(folder / "validation.jsonl", rows(5, "v"))
-    return folder
+    return write_emotion_data(tmp_path / "emotion", 12, 5)
 
 
 def _encoder_weights(folder) -> dict[str, torch.Tensor]:
@@ -63,7 +46,7 @@ def test_emotion_finetune_starts_from_an_encoder_warmed_up_on_sentiment(
     assert starts[0][0] == tiny_bert and starts[0][2] == ["negative", "neutral", "positive"]
     emotion_fits = starts[1:]
     assert len(emotion_fits) == 3  # 2 CV folds + the final fit
-    assert all(labels == sorted(WORDS) for _, _, labels, _ in emotion_fits)
+    assert all(labels == sorted(EMOTION_WORDS) for _, _, labels, _ in emotion_fits)
     warmed = emotion_fits[0][3]
     assert any(not torch.equal(warmed[k], base[k]) for k in base if k in warmed)
     assert outcome.warmup["task"] == "sentiment" and outcome.warmup["rows"] == 120
