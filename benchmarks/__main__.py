@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from benchmarks import embedding, quantize, serving, training
+from benchmarks import embedding, quantize, serving, training, warmup
 
 # training last: it is the long one (the default train, ~15-20 min on 2 CPU cores)
 BENCHMARKS = {
@@ -14,19 +14,22 @@ BENCHMARKS = {
     "quantize": quantize.run,
     "serving": serving.run,
     "training": training.run,
+    # an A/B experiment more than a benchmark (~40 min): only when named
+    "warmup": warmup.run,
 }
+DEFAULT = ("embedding", "quantize", "serving", "training")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="make bench")
-    parser.add_argument("names", nargs="*", help=f"any of {list(BENCHMARKS)} (default: all)")
+    parser.add_argument("names", nargs="*", help=f"any of {list(BENCHMARKS)} (default: {', '.join(DEFAULT)})")
     parser.add_argument("--limit", type=int, default=None, help="use only the first N texts (quick look)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     unknown = set(args.names) - set(BENCHMARKS)
     if unknown:
         parser.error(f"unknown benchmark(s) {sorted(unknown)}")
-    for name in args.names or BENCHMARKS:
+    for name in args.names or DEFAULT:
         print(f"\n=== {name} ===", flush=True)
         BENCHMARKS[name](limit=args.limit)
     return 0
