@@ -36,6 +36,7 @@ def run(limit: int | None = None) -> None:
             database_url=url,
             home=Path(home),
             sentiment_data=str((SHARED / "tweet-sentiment").resolve()),
+            emotion_warmup_task="sentiment",
             device=device,
         )
         components = Components(settings)

@@ -62,9 +62,9 @@ class Settings(BaseSettings):
         "empty = none.",
     )
     emotion_warmup_task: str = Field(
-        default="sentiment",
+        default="",
         description="Task whose labelled data first tunes the encoder before an emotion fine-tune/LoRA "
-        "(intermediate-task transfer); empty = none.",
+        "(intermediate-task transfer, e.g. sentiment); empty = none.",
     )
     eval_fraction: float = Field(
         default=0.2, gt=0, lt=1, description="Share held out for evaluation when the data has no eval split."

@@ -25,9 +25,8 @@ def _encoder_weights(folder) -> dict[str, torch.Tensor]:
 def test_emotion_finetune_starts_from_an_encoder_warmed_up_on_sentiment(
     components, settings, dataset, emotion_data, tiny_bert, monkeypatch
 ):
-    settings.sentiment_data = str(dataset)
+    settings.sentiment_data, settings.emotion_warmup_task = str(dataset), "sentiment"
     task = get_task("emotion", settings)
-    assert task.warmup == "sentiment"  # the default
     base = _encoder_weights(tiny_bert)
     starts = []
     real = fitting.fit_finetune
@@ -64,6 +63,7 @@ def test_missing_warmup_data_trains_from_the_base_encoder_and_says_so(
     components, settings, emotion_data, tiny_bert, tmp_path, monkeypatch
 ):
     settings.sentiment_data = str(tmp_path / "no-such-folder")
+    settings.emotion_warmup_task = "sentiment"
     paths = []
     real = fitting.fit_finetune
     monkeypatch.setattr(fitting, "fit_finetune", lambda p, *a, **kw: paths.append(p) or real(p, *a, **kw))
@@ -81,9 +81,9 @@ def test_head_only_runs_and_tasks_without_warmup_skip_it(
 ):
     called = []
     monkeypatch.setattr(run_module, "warm_up_encoder", lambda *a, **kw: called.append(a))
-    settings.sentiment_data = str(dataset)
+    settings.sentiment_data, settings.emotion_warmup_task = str(dataset), "sentiment"
     run_training(components, get_task("emotion", settings), data=str(emotion_data), adapters=["linear"])
-    assert get_task("sentiment", settings).warmup == ""
+    assert get_task("sentiment", settings).warmup == ""  # the default: no warm-up
     run_training(components, get_task("sentiment", settings), data=str(dataset), adapters=["linear"])
     assert called == []
 
