@@ -9,6 +9,7 @@ and on validation.jsonl. About 40 min on 2 CPU cores (one warm-up, six fine-tune
 from __future__ import annotations
 
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -56,20 +57,10 @@ def run(limit: int | None = None) -> None:
         candidate = SEARCH_SPACE["finetune"][0]
         n = len(emotion.labels)
         rows, scores = [], {"base": [], "warm": []}
+        base = CVData(x, texts, y, emotion.labels, base_path, settings.encoder_max_length, 0, device)
         for seed in SEEDS:
             for name, init_path, x_init in (("base", "", None), ("warm", str(warm.path), x_warm)):
-                data = CVData(
-                    x,
-                    texts,
-                    y,
-                    emotion.labels,
-                    base_path,
-                    settings.encoder_max_length,
-                    seed,
-                    device,
-                    init_path=init_path,
-                    x_init=x_init,
-                )
+                data = replace(base, seed=seed, init_path=init_path, x_init=x_init)
                 model = fit_candidate(candidate, data, fit_idx)
                 held = predict_candidate(model, candidate, data, held_idx).argmax(1)
                 val = model.predict_proba(val_texts, clean=False).argmax(1)

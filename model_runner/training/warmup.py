@@ -51,12 +51,7 @@ class Warmup:
     seconds: float
 
     def params(self) -> dict[str, object]:
-        return {
-            "warmup.task": self.task,
-            "warmup.data_hash": self.data_hash,
-            "warmup.rows": self.rows,
-            "warmup.epochs": self.epochs,
-        }
+        return {f"warmup.{key}": value for key, value in self.meta().items()}
 
     def meta(self) -> dict[str, object]:
         return {"task": self.task, "data_hash": self.data_hash, "rows": self.rows, "epochs": self.epochs}
