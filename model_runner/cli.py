@@ -79,14 +79,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from model_runner.service.app import create_app
+    from model_runner.service.server import run
 
     settings = get_settings()
     host, port = args.host or settings.host, args.port or settings.port
     # one worker: the models and micro-batchers live in this process; scale with replicas instead
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", access_log=False)
+    run(create_app(settings), settings, host=host, port=port)
     return 0
 
 

@@ -13,12 +13,13 @@ from model_runner.settings import Settings
 
 
 class Components:
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, *, pooled_db: bool = False):
         self.settings = settings
+        self._pooled_db = pooled_db  # the long-lived service pools its connections
 
     @cached_property
     def db(self) -> Database:
-        db = Database.from_settings(self.settings)
+        db = Database.from_settings(self.settings, pooled=self._pooled_db)
         db.ensure_schema()
         return db
 
@@ -40,6 +41,17 @@ class Components:
         from model_runner.store import EmbeddingStore
 
         return EmbeddingStore(self.db, self.encoder, write_batch=self.settings.embed_write_batch)
+
+    @cached_property
+    def vectors(self):
+        """Database + encoder key for read-only vector queries; reuses the loaded encoder if any."""
+        from model_runner.pipeline.vectors import EncoderKey, VectorSource
+
+        if "encoder" in self.__dict__:
+            key = EncoderKey(self.encoder.encoder_id, self.encoder.revision, self.encoder.dim)
+        else:
+            key = EncoderKey.resolve(self.settings.encoder_id, self.settings.encoder_revision)
+        return VectorSource(self.db, key)
 
     def examples(self, task: str):
         from model_runner.store import ExampleStore

@@ -9,11 +9,32 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from model_runner.pipeline.alerts import KEY_PATTERN
 
 TaskName = Literal["sentiment", "emotion"]
+
+# Dates a caller may name: from X's first day to well past any tweet we will see. Outside, 422, so
+# that date arithmetic (a window of days before a year-1 date) never overflows into a 500.
+FIRST_DAY = date(2006, 1, 1)
+LAST_DAY = date(2100, 1, 1)
+
+
+def _sane_date(value: date) -> date:
+    if not FIRST_DAY <= value <= LAST_DAY:
+        raise ValueError(f"must be between {FIRST_DAY} and {LAST_DAY}")
+    return value
+
+
+def _sane_datetime(value: datetime) -> datetime:
+    _sane_date(value.date())
+    return value
+
+
+SaneDate = Annotated[date, AfterValidator(_sane_date)]
+SaneDatetime = Annotated[datetime, AfterValidator(_sane_datetime)]
+MAX_OFFSET = 1_000_000
 TweetId = Annotated[int, Field(gt=0, lt=2**63, description="X tweet id (number or numeric string)")]
 Source = Annotated[
     str, Field(min_length=1, max_length=300, description="The watched account/query, e.g. 'query:acme'")
@@ -31,7 +52,7 @@ class TweetIn(_Body):
     id: TweetId
     text: str = Field(min_length=1, max_length=10_000)
     author: str | None = Field(None, max_length=200)
-    created_at: datetime | None = None
+    created_at: SaneDatetime | None = None
 
 
 class TweetsRequest(_Body):
@@ -90,7 +111,7 @@ class LabelsRequest(_Body):
 class DailyStatsRequest(_Body):
     task: TaskName = "sentiment"
     days: int = Field(8, ge=1, le=90, description="How many UTC days, ending with `until`, to recompute.")
-    until: date | None = Field(None, description="Last day (inclusive); default today (UTC).")
+    until: SaneDate | None = Field(None, description="Last day (inclusive); default today (UTC).")
     found_by: str | None = Field(None, min_length=1, max_length=300)
     log_to_mlflow: bool = True
 

@@ -6,10 +6,9 @@ included); the live side is every tweet of the window with a prediction for the 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from model_runner.pipeline.vectors import EncoderKey, embed_window, embedding_join
+from model_runner.pipeline.vectors import EncoderKey, VectorSource, embedding_join
 from model_runner.pipeline.window import LATEST_PREDICTION, TWEET_TIME, Window
 from model_runner.store import EmbeddingStore
 
@@ -51,7 +50,8 @@ def embed_reference(store: EmbeddingStore, task: str, limit: int = 5000) -> int:
     return len(rows)
 
 
-def reference_size(store: EmbeddingStore, task: str) -> int:
+def reference_size(store: EmbeddingStore | VectorSource, task: str) -> int:
+    """Training examples of the task stored as drift's reference (feedback rows not counted)."""
     with store.db.connect() as conn:
         (n,) = conn.execute(
             "SELECT count(*) FROM labelled_examples"
@@ -61,7 +61,7 @@ def reference_size(store: EmbeddingStore, task: str) -> int:
     return n
 
 
-def _live_count(store: EmbeddingStore, in_window: str, params: dict) -> int:
+def _live_count(store: EmbeddingStore | VectorSource, in_window: str, params: dict) -> int:
     with store.db.connect() as conn:
         (n,) = conn.execute(
             f"SELECT count(*) FROM tweets t {LATEST_PREDICTION} WHERE {in_window}", params
@@ -69,7 +69,7 @@ def _live_count(store: EmbeddingStore, in_window: str, params: dict) -> int:
     return n
 
 
-def _empty_report(store: EmbeddingStore, task: str, window: Window) -> DriftReport:
+def _empty_report(store: EmbeddingStore | VectorSource, task: str, window: Window) -> DriftReport:
     with store.db.connect() as conn:
         ref_rows = conn.execute(
             "SELECT label, count(*) FROM labelled_examples WHERE task = %s AND split = 'train' GROUP BY 1",
@@ -90,24 +90,15 @@ def _empty_report(store: EmbeddingStore, task: str, window: Window) -> DriftRepo
     )
 
 
-def drift_report(
-    store: EmbeddingStore,
-    task: str,
-    window: Window,
-    *,
-    prepare_reference: Callable[[], object] | None = None,
-) -> DriftReport:
-    """``prepare_reference`` records the task's dataset when no training example is stored yet."""
+def drift_report(store: EmbeddingStore | VectorSource, task: str, window: Window) -> DriftReport:
+    """Reads only: vectors of tweets are computed when they are stored, those of the reference by
+    ``embed_reference`` (``POST /drift/reference``); what has no vector is left out and counted."""
     params = {"task": task, "since": window.since, "until": window.until}
     in_window = f"{TWEET_TIME} >= %(since)s AND {TWEET_TIME} < %(until)s"
     if _live_count(store, in_window, params) == 0:
         # nothing inspected in the window (e.g. a fresh deployment): no reason to embed the reference,
         # which on first use means the whole training set, competing with a training job for the CPU
         return _empty_report(store, task, window)
-    if prepare_reference is not None and reference_size(store, task) == 0:
-        prepare_reference()
-    embed_reference(store, task)
-    embed_window(store, window)
     key = EncoderKey.of(store)
     d = int(key.dim)
     params.update(key.params())

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from model_runner.pipeline.vectors import EncoderKey, embed_window, embedding_join
+from model_runner.pipeline.vectors import EncoderKey, VectorSource, embedding_join
 from model_runner.pipeline.window import LATEST_PREDICTION, SOURCE_FILTER, TOP_SCORE, TWEET_TIME, Window
 from model_runner.store import EmbeddingStore
 
@@ -35,9 +35,13 @@ class Summary:
 
 
 def summarise(
-    store: EmbeddingStore, task: str, window: Window, *, found_by: str | None = None, per_class: int = 3
+    store: EmbeddingStore | VectorSource,
+    task: str,
+    window: Window,
+    *,
+    found_by: str | None = None,
+    per_class: int = 3,
 ) -> Summary:
-    embed_window(store, window, found_by=found_by)
     key = EncoderKey.of(store)
     d = int(key.dim)
     params = {

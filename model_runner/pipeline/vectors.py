@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from model_runner.db import Database
 from model_runner.pipeline.tweets import backfill_text_hashes
 from model_runner.pipeline.window import SOURCE_FILTER, TWEET_TIME, Window
 from model_runner.store import EmbeddingStore
@@ -23,11 +24,32 @@ class EncoderKey:
     dim: int
 
     @classmethod
-    def of(cls, store: EmbeddingStore) -> EncoderKey:
+    def of(cls, store: EmbeddingStore | VectorSource) -> EncoderKey:
+        if isinstance(store, VectorSource):
+            return store.key
         return cls(store.encoder.encoder_id, store.encoder.revision, store.encoder.dim)
+
+    @classmethod
+    def resolve(cls, encoder_id: str, revision: str | None) -> EncoderKey:
+        """The key of an encoder without loading its weights (read-only routes never run torch)."""
+        import json
+
+        from model_runner.encoder.resolve import resolve_model
+
+        resolved = resolve_model(encoder_id, revision)
+        config = json.loads((resolved.path / "config.json").read_text())
+        return cls(resolved.model_id, resolved.revision, int(config["hidden_size"]))
 
     def params(self) -> dict:
         return {"enc_id": self.encoder_id, "enc_rev": self.revision}
+
+
+@dataclass(frozen=True)
+class VectorSource:
+    """What read-only queries over stored vectors need: the database and the encoder's key."""
+
+    db: Database
+    key: EncoderKey
 
 
 def embedding_join(key: EncoderKey, hash_column: str, alias: str = "e") -> str:

@@ -10,9 +10,10 @@ from __future__ import annotations
 import logging
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from model_runner import __version__
+from model_runner.service.auth import DocsGuard, authorize
 from model_runner.service.errors import install_error_handlers
 from model_runner.service.limits import BodySizeLimit
 from model_runner.service.metrics import MetricsMiddleware
@@ -61,6 +62,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        # one rule for every route: public allow-list, read token for reads, admin token for writes
+        dependencies=[Depends(authorize)],
     )
     app.state.runner = state
     install_error_handlers(app)
@@ -68,5 +71,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
     # outermost first: size limit before anything reads the body; metrics see every response
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(DocsGuard, state=state)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
     return app

@@ -1,45 +1,158 @@
-"""Bearer tokens: one for mutating routes, an optional one for inference; compared in constant time."""
+"""Bearer tokens on every route but an explicit public allow-list; compared in constant time.
+
+Two tokens: the admin token (``api_token``) may do everything; the read token (``inference_token``)
+may call reads: every GET, and the two POSTs that only compute (``/inference``, ``/similar``). Public
+without a token: ``/health/*``, plus the docs and ``/metrics`` when settings say so. With no admin
+token configured the service makes one at start-up and writes it to ``<home>/api-token`` (mode 0600),
+as TorchServe does with its key file: an unconfigured service is never an open one.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
 import secrets
+from dataclasses import dataclass
 
-from fastapi import Request
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import SecretStr
 
 from model_runner.service.errors import Forbidden, Unauthorized
+from model_runner.settings import Settings
+
+log = logging.getLogger(__name__)
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="tweetpulse"'}
 
+PUBLIC_PATHS = frozenset({"/health/live", "/health/ready"})
+DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+METRICS_PATH = "/metrics"
+# POST routes that only compute an answer: the read token may call them.
+READ_POSTS = frozenset({"/inference", "/similar"})
 
-def _presented(request: Request) -> str | None:
-    header = request.headers.get("authorization")
-    if not header:
-        return None
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        return None
-    return token.strip()
+bearer_scheme = HTTPBearer(
+    auto_error=False,
+    description="The admin token (TWEETPULSE_API_TOKEN) for everything; the read token"
+    " (TWEETPULSE_INFERENCE_TOKEN) for GET routes, /inference and /similar.",
+)
 
 
-def check_bearer(request: Request, expected: SecretStr | None, *, purpose: str, required: bool) -> None:
-    if expected is None or not expected.get_secret_value():
-        if required:
-            raise Forbidden(f"{purpose} is disabled: the service has no API token configured")
-        return
-    token = _presented(request)
-    if token is None:
-        raise Unauthorized(f"{purpose} needs 'Authorization: Bearer <token>'", headers=_CHALLENGE)
-    if not secrets.compare_digest(token.encode(), expected.get_secret_value().encode()):
+@dataclass(frozen=True)
+class Tokens:
+    admin: SecretStr
+    read: SecretStr | None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Tokens:
+        admin = settings.api_token
+        if admin is None or not admin.get_secret_value():
+            admin = SecretStr(_generated_token(settings))
+        read = settings.inference_token
+        return cls(admin, read if read is not None and read.get_secret_value() else None)
+
+    def is_admin(self, token: str) -> bool:
+        return _same(token, self.admin)
+
+    def may_read(self, token: str) -> bool:
+        return self.is_admin(token) or (self.read is not None and _same(token, self.read))
+
+
+def _same(token: str, expected: SecretStr) -> bool:
+    return secrets.compare_digest(token.encode(), expected.get_secret_value().encode())
+
+
+def _generated_token(settings: Settings) -> str:
+    """The token of ``<home>/api-token``, created once (0600) when none is configured."""
+    path = settings.resolved_home() / "api-token"
+    if path.exists():
+        token = path.read_text().strip()
+        if token:
+            return token
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(token + "\n")
+    log.warning("no TWEETPULSE_API_TOKEN set: generated an admin token in %s", path)
+    return token
+
+
+def is_public(path: str, settings: Settings) -> bool:
+    return (
+        path in PUBLIC_PATHS
+        or (settings.public_docs and path in DOCS_PATHS)
+        or (settings.public_metrics and path == METRICS_PATH)
+    )
+
+
+def needs_admin(method: str, path: str) -> bool:
+    return method not in ("GET", "HEAD") and path not in READ_POSTS
+
+
+def check(tokens: Tokens, presented: str | None, *, admin: bool) -> None:
+    if presented is None:
+        raise Unauthorized("this route needs 'Authorization: Bearer <token>'", headers=_CHALLENGE)
+    if admin and not tokens.is_admin(presented):
+        if tokens.may_read(presented):
+            raise Forbidden("this route needs the admin token; the read token only reads")
+        raise Forbidden("the bearer token is not valid")
+    if not admin and not tokens.may_read(presented):
         raise Forbidden("the bearer token is not valid")
 
 
+def _presented(credentials: HTTPAuthorizationCredentials | None) -> str | None:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        return None
+    token = credentials.credentials.strip()
+    return token or None
+
+
+async def authorize(
+    request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer_scheme)
+) -> None:
+    """The app-wide dependency: every route goes through here, by its path template and method."""
+    state = request.app.state.runner
+    route = request.scope.get("route")
+    path = getattr(route, "path", request.url.path)
+    if is_public(path, state.settings):
+        return
+    check(state.tokens, _presented(credentials), admin=needs_admin(request.method, path))
+
+
 def require_admin(request: Request) -> None:
-    """Dependency of every mutating route."""
-    check_bearer(request, request.app.state.runner.settings.api_token, purpose="this route", required=True)
+    """Kept on mutating routes as a second, explicit statement of the rule."""
+    state = request.app.state.runner
+    header = request.headers.get("authorization") or ""
+    scheme, _, token = header.partition(" ")
+    presented = token.strip() if scheme.lower() == "bearer" and token.strip() else None
+    check(state.tokens, presented, admin=True)
 
 
-def require_inference(request: Request) -> None:
-    check_bearer(
-        request, request.app.state.runner.settings.inference_token, purpose="inference", required=False
-    )
+class DocsGuard:
+    """ASGI middleware: the docs (not API routes, so no dependency reaches them) need a read token
+    unless ``public_docs``."""
+
+    def __init__(self, app, state):
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope, receive, send):
+        if (
+            scope["type"] == "http"
+            and scope["path"] in DOCS_PATHS
+            and not is_public(scope["path"], self.state.settings)
+        ):
+            headers = dict(scope.get("headers") or [])
+            raw = headers.get(b"authorization", b"").decode("latin-1")
+            scheme, _, token = raw.partition(" ")
+            presented = token.strip() if scheme.lower() == "bearer" and token.strip() else None
+            if presented is None or not self.state.tokens.may_read(presented):
+                from model_runner.service.errors import error_response
+
+                response = error_response(
+                    401, "unauthorized", "the docs need 'Authorization: Bearer <token>'", _CHALLENGE
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)

@@ -34,6 +34,59 @@ class NotServing(LookupError):
     """No model is loaded for the task."""
 
 
+class Overloaded(RuntimeError):
+    """Admission refused: too many texts wait already, or they would wait too long."""
+
+    def __init__(self, message: str, retry_after_s: float):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class DeadlineExceeded(TimeoutError):
+    """The request waited past its deadline; its texts were dropped from the queue."""
+
+
+class BadMessage(ValueError):
+    """A text of this request breaks the forward pass (the other requests of its batch got answers)."""
+
+
+class InferenceFailed(RuntimeError):
+    """The forward pass failed for this request for a reason that is not its text."""
+
+
+# What a tokenizer or model raises when a text is at fault (the tokenizer's Rust panics arrive as
+# ``pyo3_runtime.PanicException``, a BaseException; matched by name, the module is not importable).
+_TEXT_FAULTS = (ValueError, TypeError, UnicodeError)
+
+
+def _as_request_error(exc: BaseException) -> Exception:
+    if isinstance(exc, _TEXT_FAULTS) or type(exc).__name__ == "PanicException":
+        return BadMessage(f"a message could not be processed ({type(exc).__name__})")
+    return InferenceFailed(f"inference failed ({type(exc).__name__})")
+
+
+def _fail(pending: _Pending, exc: Exception) -> None:
+    if not pending.future.done():
+        pending.future.set_exception(exc)
+
+
+class _Rate:
+    """Texts per second of recent forward passes (exponentially weighted), for admission."""
+
+    def __init__(self, alpha: float = 0.3):
+        self.alpha = alpha
+        self.per_s: float | None = None
+
+    def observe(self, texts: int, seconds: float) -> None:
+        if texts <= 0 or seconds <= 0:
+            return
+        rate = texts / seconds
+        self.per_s = rate if self.per_s is None else self.alpha * rate + (1 - self.alpha) * self.per_s
+
+    def seconds_for(self, texts: int) -> float:
+        return texts / self.per_s if self.per_s else 0.0
+
+
 @dataclass
 class BatchResult:
     proba: np.ndarray
@@ -90,6 +143,8 @@ class MicroBatcher:
         observe_batch: Callable[[str, int, int], None] | None = None,
         threads: Callable[[], int] | None = None,
         cache_size: int = 0,
+        max_queued_texts: int = 0,
+        max_queue_wait_s: float = 0.0,
     ):
         self.task = task
         self._current = current
@@ -102,6 +157,10 @@ class MicroBatcher:
         self.cache = ResultCache(cache_size)
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._loop_task: asyncio.Task | None = None
+        self._max_queued = max_queued_texts  # 0 = unbounded
+        self._max_queue_wait = max_queue_wait_s  # 0 = no estimate-based admission
+        self._rate = _Rate()
+        self.waiting_texts = 0  # admitted texts not answered yet (queued or in the running pass)
 
     def start(self) -> None:
         if self._loop_task is None:
@@ -113,10 +172,44 @@ class MicroBatcher:
             await asyncio.gather(self._loop_task, return_exceptions=True)
             self._loop_task = None
 
-    async def predict(self, texts: list[str]) -> BatchResult:
+    def admit(self, n: int) -> None:
+        """Refuse ``n`` more texts (``Overloaded``) when the queue is full or would wait too long."""
+        waiting = self.waiting_texts
+        if self._max_queued and waiting and waiting + n > self._max_queued:
+            wait = max(self._rate.seconds_for(waiting), 1.0)
+            raise Overloaded(f"{waiting} texts are waiting (limit {self._max_queued})", wait)
+        if self._max_queue_wait and waiting:
+            wait = self._rate.seconds_for(waiting + n)
+            if wait > self._max_queue_wait:
+                raise Overloaded(
+                    f"{waiting} texts are waiting, about {wait:.1f}s of work"
+                    f" (limit {self._max_queue_wait:g}s)",
+                    wait - self._max_queue_wait,
+                )
+
+    async def predict(self, texts: list[str], *, deadline_s: float | None = None) -> BatchResult:
+        """Queue ``texts`` (after ``admit``) and wait for their answer, at most ``deadline_s``.
+
+        Cancelling the caller (its client went away) or passing the deadline drops the texts from the
+        queue: the batcher skips requests whose future is already done.
+        """
+        self.admit(len(texts))
         future = asyncio.get_running_loop().create_future()
+        n = len(texts)
+        self.waiting_texts += n
+        future.add_done_callback(lambda _f: self._release(n))
         await self._queue.put(_Pending(texts, future))
-        return await future
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), deadline_s)
+        except TimeoutError:
+            future.cancel()
+            raise DeadlineExceeded(f"no answer within {deadline_s:g}s") from None
+        finally:
+            if not future.done():  # cancelled by the caller: drop the work
+                future.cancel()
+
+    def _release(self, n: int) -> None:
+        self.waiting_texts -= n
 
     async def _gather(self) -> list[_Pending]:
         batch = [await self._queue.get()]
@@ -142,31 +235,49 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         while True:
             batch = await self._gather()
-            batch = [p for p in batch if not p.future.done()]  # the client went away
+            batch = [p for p in batch if not p.future.done()]  # the client went away or gave up
             if not batch:
                 continue
             served = self._current()
             if served is None:
                 for p in batch:
-                    p.future.set_exception(NotServing(self.task))
+                    _fail(p, NotServing(self.task))
                 continue
-            texts = [t for p in batch for t in p.texts]
-            try:
-                proba, truncated, computed = await self._classify(loop, served, texts)
-            except Exception as exc:  # one bad batch must not kill the loop
-                log.exception("inference failed for a batch of %d texts", len(texts))
-                for p in batch:
-                    if not p.future.done():
-                        p.future.set_exception(exc)
-                continue
-            if self._observe:
-                self._observe(self.task, len(texts), computed)
-            start = 0
-            for p in batch:
-                end = start + len(p.texts)
-                if not p.future.done():
-                    p.future.set_result(BatchResult(proba[start:end], truncated[start:end], served))
-                start = end
+            await self._answer(loop, served, batch)
+
+    async def _answer(self, loop, served: ServedModel, batch: list[_Pending]) -> None:
+        """Answer every request of ``batch``; a failing pass is split so only its culprit fails.
+
+        One request whose text breaks the forward pass must not fail the others that happened to
+        share its batch: the batch is halved and each half retried, down to the single request,
+        which gets the error (about twice the batch's work, only when something failed).
+        """
+        texts = [t for p in batch for t in p.texts]
+        started = loop.time()
+        try:
+            proba, truncated, computed = await self._classify(loop, served, texts)
+        except BaseException as exc:
+            if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt, SystemExit)):
+                raise
+            live = [p for p in batch if not p.future.done()]
+            if len(live) > 1:
+                log.warning("a batch of %d requests failed (%s): retrying in halves", len(live), exc)
+                middle = len(live) // 2
+                await self._answer(loop, served, live[:middle])
+                await self._answer(loop, served, live[middle:])
+            elif live:
+                log.warning("inference failed for one request of %d texts: %r", len(texts), exc)
+                _fail(live[0], _as_request_error(exc))
+            return
+        self._rate.observe(len(texts), loop.time() - started)
+        if self._observe:
+            self._observe(self.task, len(texts), computed)
+        start = 0
+        for p in batch:
+            end = start + len(p.texts)
+            if not p.future.done():
+                p.future.set_result(BatchResult(proba[start:end], truncated[start:end], served))
+            start = end
 
     async def _classify(self, loop, served: ServedModel, texts: list[str]):
         """Probabilities and truncation flags in input order, and how many texts needed the model."""
@@ -195,10 +306,14 @@ class MicroBatcher:
 
 
 def _predict(model, texts: list[str], pass_size: int, threads: int):
-    """Runs on the inference thread; adjusts torch's intra-op threads first when asked to."""
+    """Runs on the inference thread; adjusts torch's intra-op threads first when asked to.
+
+    Texts arrive cleaned and cut by the route (``text_input.prepare_message``), so they are not
+    cleaned again here; the result cache is keyed by the cleaned text as well.
+    """
     if threads:
         import torch
 
         if torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
-    return model.predict_with_truncation(texts, batch_size=pass_size)
+    return model.predict_with_truncation(texts, batch_size=pass_size, clean=False)

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import logging
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from model_runner.data import DataError
@@ -25,10 +27,14 @@ class ApiError(Exception):
     status = 400
     type = "bad_request"
 
-    def __init__(self, message: str, *, headers: dict[str, str] | None = None, **extra):
+    def __init__(
+        self, message: str, *, headers: dict[str, str] | None = None, type_: str | None = None, **extra
+    ):
         super().__init__(message)
         self.message = message
         self.headers = headers or {}
+        if type_ is not None:
+            self.type = type_
         self.extra = extra  # more machine-readable fields next to type and message (e.g. job_id)
 
 
@@ -56,6 +62,14 @@ class Unprocessable(ApiError):
     status, type = 422, "invalid_request"
 
 
+class TooManyRequests(ApiError):
+    status, type = 429, "overloaded"
+
+
+class ClientClosedRequest(ApiError):
+    status, type = 499, "client_closed_request"  # nginx's code: nobody reads it
+
+
 class ModelNotLoaded(ApiError):
     status, type = 503, "model_not_loaded"
 
@@ -68,9 +82,14 @@ class ModelInvalid(ApiError):
     status, type = 422, "model_invalid"
 
 
-# Domain exceptions raised below the HTTP layer, and the status each one means.
+# Domain exceptions raised below the HTTP layer, and the status each one means. A database that does
+# not answer (down, restarting, pool exhausted, statement timeout) is a 503 with Retry-After: the
+# request was fine and may be repeated.
 STATUS_OF: dict[type[Exception], tuple[int, str]] = {
     NoChampionError: (503, "model_not_loaded"),
+    psycopg.OperationalError: (503, "database_unavailable"),
+    psycopg.InterfaceError: (503, "database_unavailable"),
+    PoolTimeout: (503, "database_unavailable"),
     DataError: (422, "invalid_data"),
     FileNotFoundError: (404, "not_found"),
 }
@@ -117,9 +136,14 @@ def install_error_handlers(app: FastAPI) -> None:
 
     for exc_type, (status, type_) in STATUS_OF.items():
 
-        def _handler(_: Request, exc: Exception, status=status, type_=type_):
-            headers = {"Retry-After": "30"} if status == 503 else None
-            return error_response(status, type_, str(exc), headers)
+        def _handler(request: Request, exc: Exception, status=status, type_=type_):
+            headers = {"Retry-After": "30" if type_ == "model_not_loaded" else "5"} if status == 503 else None
+            message = str(exc)
+            if type_ == "database_unavailable":
+                # driver messages name hosts and users: they go to the log, not to the caller
+                log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+                message = "the database is not reachable right now; retry later"
+            return error_response(status, type_, message, headers)
 
         app.add_exception_handler(exc_type, _handler)
 

@@ -22,6 +22,7 @@ from model_runner.settings import Settings
 from tests.training.conftest import make_rows, write_jsonl
 
 ADMIN_TOKEN = "admin-token-for-tests-0123456789"
+READ_TOKEN = "read-token-for-tests-9876543210"
 
 
 def new_database(pg_server) -> str:
@@ -50,6 +51,7 @@ def make_settings(home: Path, database_url: str, tiny_bert: Path, **overrides) -
         adapters="linear",
         device="cpu",
         api_token=ADMIN_TOKEN,
+        inference_token=READ_TOKEN,
         tasks="sentiment,emotion",
         batch_max_wait_ms=2,
         sentiment_data=str(make_dataset(home / "data")),
@@ -93,8 +95,13 @@ class LiveServer:
     def state(self):
         return self.app.state.runner
 
-    def client(self, **kwargs) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=30, **kwargs)
+    def client(self, *, token: str | None = READ_TOKEN, **kwargs) -> httpx.Client:
+        """A client that reads with the read token (``token=None``: anonymous; per-request headers
+        such as ``admin()`` override it)."""
+        headers = dict(kwargs.pop("headers", {}))
+        if token:
+            headers.setdefault("Authorization", f"Bearer {token}")
+        return httpx.Client(base_url=self.url, timeout=30, headers=headers, **kwargs)
 
     def admin(self) -> dict:
         return {"Authorization": f"Bearer {ADMIN_TOKEN}"}

@@ -1,61 +1,146 @@
-"""Every mutating route needs the admin token (enumerated from the app, so a new route cannot slip by)."""
+"""The auth matrix: every route and method of the app, enumerated from ``app.routes``, against the
+explicit public allow-list; reads take the read or the admin token, writes only the admin token."""
 
 from __future__ import annotations
 
 import logging
+import re
 
+import psycopg
 import pytest
+from fastapi.routing import APIRoute
 
-from tests.service.conftest import ADMIN_TOKEN, serve
+from model_runner.service.auth import PUBLIC_PATHS, READ_POSTS
+from tests.service.conftest import ADMIN_TOKEN, READ_TOKEN, serve
 
-# Writes that are not mutations of the service: they only read with a POST body.
-OPEN_POSTS = {"/inference", "/similar"}
 WRONG = "wrong-token-that-must-not-leak-42"
+JOB = "00000000-0000-0000-0000-000000000000"
 
 
-def mutating_routes(app) -> list[tuple[str, str]]:
-    routes = []
-    for path, ops in app.openapi()["paths"].items():
-        for method in ops:
-            if method.upper() in {"POST", "PUT", "PATCH", "DELETE"} and path not in OPEN_POSTS:
-                routes.append(
-                    (method.upper(), path.replace("{job_id}", "00000000-0000-0000-0000-000000000000"))
-                )
-    return routes
+def api_routes(routes) -> list[APIRoute]:
+    found = []
+    for route in routes:
+        if isinstance(route, APIRoute):
+            found.append(route)
+        elif hasattr(route, "original_router"):  # FastAPI keeps included routers as one entry
+            found += api_routes(route.original_router.routes)
+    return found
 
 
-def test_the_app_has_the_mutating_routes_we_expect(live):
-    found = {p for _, p in mutating_routes(live.app)}
-    assert {"/train", "/model/reload", "/train/00000000-0000-0000-0000-000000000000/cancel"} <= found
+def operations(app) -> list[tuple[str, str, str]]:
+    """(method, concrete path, path template) of every API route."""
+    ops = []
+    for route in api_routes(app.routes):
+        path = re.sub(r"\{job_id\}", JOB, route.path)
+        for method in sorted(route.methods - {"HEAD", "OPTIONS"}):
+            ops.append((method, path, route.path))
+    return ops
 
 
-def test_every_mutating_route_refuses_a_missing_or_wrong_token(live, caplog):
+def is_write(method: str, template: str) -> bool:
+    return method != "GET" and template not in READ_POSTS
+
+
+def test_the_matrix_covers_the_routes_we_know(live):
+    templates = {t for _, _, t in operations(live.app)}
+    assert {"/train", "/model/reload", "/inference", "/drift", "/review", "/tweets"} <= templates
+    assert PUBLIC_PATHS <= templates
+
+
+def test_only_the_allow_list_answers_without_a_token(live, caplog):
     caplog.set_level(logging.DEBUG)
-    with live.client() as c:
-        for method, path in mutating_routes(live.app):
+    with live.client(token=None) as c:
+        for method, path, template in operations(live.app):
             r = c.request(method, path, json={})
-            assert r.status_code == 401, (method, path, r.text)
+            if template in PUBLIC_PATHS:
+                assert r.status_code in (200, 503), (method, path, r.text)
+                continue
+            assert r.status_code == 401, (method, path, r.status_code, r.text)
             assert r.json()["error"]["type"] == "unauthorized" and r.headers["WWW-Authenticate"]
             r = c.request(method, path, json={}, headers={"Authorization": f"Bearer {WRONG}"})
             assert r.status_code == 403, (method, path, r.text)
             assert WRONG not in r.text and ADMIN_TOKEN not in r.text
             r = c.request(method, path, json={}, headers={"Authorization": f"Basic {ADMIN_TOKEN}"})
             assert r.status_code == 401, (method, path)
-    assert WRONG not in caplog.text and ADMIN_TOKEN not in caplog.text
+    assert WRONG not in caplog.text and ADMIN_TOKEN not in caplog.text and READ_TOKEN not in caplog.text
 
 
-def test_the_right_token_is_accepted(live):
-    with live.client() as c:
-        r = c.post("/model/reload", headers=live.admin())
-    assert r.status_code == 200, r.text
-    assert {res["task"] for res in r.json()["results"]} == {"sentiment", "emotion"}
+def test_the_read_token_reads_and_never_writes(live):
+    with live.client(token=READ_TOKEN) as c:
+        for method, path, template in operations(live.app):
+            if template in PUBLIC_PATHS:
+                continue
+            r = c.request(method, path, json={})
+            if is_write(method, template):
+                assert r.status_code == 403, (method, path, r.text)
+                assert "admin token" in r.json()["error"]["message"]
+            else:
+                assert r.status_code not in (401, 403), (method, path, r.text)
 
 
-def test_without_a_configured_token_mutations_are_disabled(service_settings):
-    settings = service_settings.model_copy(update={"api_token": None})
-    with serve(settings) as server, server.client() as c:
-        r = c.post("/model/reload", headers={"Authorization": "Bearer anything"})
-    assert r.status_code == 403 and "no API token" in r.json()["error"]["message"]
+def test_the_admin_token_passes_everywhere(live):
+    with live.client(token=ADMIN_TOKEN) as c:
+        r = c.post("/model/reload")
+        assert r.status_code == 200, r.text
+        assert {res["task"] for res in r.json()["results"]} == {"sentiment", "emotion"}
+        assert c.post("/inference", json={"messages": ["hi"]}).status_code == 200
+        assert c.get("/model").status_code == 200
+
+
+def _row_counts(url: str) -> dict[str, int]:
+    with psycopg.connect(url) as conn:
+        tables = [
+            r[0]
+            for r in conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1"
+            ).fetchall()
+        ]
+        return {t: conn.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in tables}
+
+
+def test_reads_write_nothing(live, service_settings):
+    """Every GET, with and without a token: not one row changes anywhere."""
+    url = service_settings.database_url.get_secret_value()
+    before = _row_counts(url)
+    with live.client(token=READ_TOKEN) as c, live.client(token=None) as anon:
+        for method, path, _ in operations(live.app):
+            if method == "GET":
+                assert c.get(path).status_code < 500, path
+                anon.get(path)
+    assert _row_counts(url) == before
+
+
+def test_docs_are_public_by_default_and_can_be_closed(service_settings):
+    with serve(service_settings) as server, server.client(token=None) as c:
+        assert c.get("/openapi.json").status_code == 200
+        assert c.get("/metrics").status_code == 401
+        schemes = c.get("/openapi.json").json()["components"]["securitySchemes"]
+        assert any(s.get("scheme") == "bearer" for s in schemes.values())
+    closed = service_settings.model_copy(update={"public_docs": False, "public_metrics": True})
+    with serve(closed) as server, server.client(token=None) as c:
+        assert c.get("/openapi.json").status_code == 401
+        assert c.get("/docs").status_code == 401
+        assert c.get("/metrics").status_code == 200
+        assert c.get("/openapi.json", headers={"Authorization": f"Bearer {READ_TOKEN}"}).status_code == 200
+
+
+def test_without_a_configured_token_one_is_generated_not_left_open(service_settings, tmp_path):
+    settings = service_settings.model_copy(
+        update={
+            "api_token": None,
+            "inference_token": None,
+            "home": tmp_path / "home",
+            # the champion stays where the fixture trained it
+            "mlflow_tracking_uri": service_settings.tracking_uri(),
+        }
+    )
+    with serve(settings) as server, server.client(token=None) as c:
+        assert c.post("/inference", json={"messages": ["hi"]}).status_code == 401
+        token_file = tmp_path / "home" / "api-token"
+        assert oct(token_file.stat().st_mode & 0o777) == "0o600"
+        token = token_file.read_text().strip()
+        r = c.post("/inference", json={"messages": ["hi"]}, headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 200, r.text
 
 
 @pytest.mark.parametrize(("header", "status"), [(None, 401), ("Bearer nope", 403), ("Bearer infer-key", 200)])
@@ -63,9 +148,12 @@ def test_inference_can_be_keyed_by_its_own_token(service_settings, header, statu
     from pydantic import SecretStr
 
     settings = service_settings.model_copy(update={"inference_token": SecretStr("infer-key")})
-    with serve(settings) as server, server.client() as c:
+    with serve(settings) as server, server.client(token=None) as c:
         headers = {"Authorization": header} if header else {}
         r = c.post("/inference", json={"messages": ["hi"]}, headers=headers)
         assert r.status_code == status, r.text
-        # the admin token is not an inference token
-        assert c.post("/inference", json={"messages": ["hi"]}, headers=server.admin()).status_code == 403
+        # the admin token may call every route, reads included
+        assert c.post("/inference", json={"messages": ["hi"]}, headers=server.admin()).status_code == 200
+        # the read token cannot write
+        r = c.post("/model/reload", headers={"Authorization": "Bearer infer-key"})
+        assert r.status_code == 403

@@ -40,7 +40,7 @@ def _inspect(c, admin, texts: list[str], found_by: str = "query:acme") -> list[d
 
 def test_writes_need_the_admin_token(live):
     body = {"found_by": "q", "tweets": _tweets(["hello"])}
-    with live.client() as c:
+    with live.client(token=None) as c:
         assert c.post("/tweets", json=body).status_code == 401
         r = c.post("/tweets", json=body, headers={"Authorization": "Bearer wrong"})
         assert r.status_code == 403 and r.json()["error"]["type"] == "forbidden"

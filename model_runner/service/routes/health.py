@@ -1,4 +1,4 @@
-"""Liveness (the process answers) and readiness (a model is loaded and the database answers)."""
+"""Liveness (the process answers) and readiness (each component, and whether to send traffic here)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from model_runner.service.deps import get_state
+from model_runner.service.text_input import SanitizingRoute
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], route_class=SanitizingRoute)
 
 
 @router.get("/health/live", summary="The process is up")
@@ -16,20 +17,33 @@ async def live() -> dict:
     return {"status": "ok"}
 
 
-@router.get("/health/ready", summary="Ready to serve: a model is loaded and the database answers")
+@router.get(
+    "/health/ready",
+    summary="Ready for traffic: a model serves and the service is not draining; each component reported",
+    responses={503: {"description": "not ready (loading, draining, or no model)"}},
+)
 async def ready(state=Depends(get_state)):
-    checks = {"startup": state.startup_done.is_set() and state.startup_error is None}
-    checks["model"] = state.models.any_loaded
-    checks["database"] = bool(state.startup_done.is_set()) and await run_in_threadpool(
-        state.components.db.ping
-    )
-    body = {
-        "status": "ready" if all(checks.values()) else "not_ready",
-        "checks": checks,
+    """``ready`` (200): a model serves, the database answers; ``degraded`` (200): a model serves but the
+    database does not (``/inference`` works, stored-data routes answer 503); ``not_ready`` (503):
+    nothing to serve yet, or draining after SIGTERM."""
+    database = state.startup_done.is_set() and await run_in_threadpool(state.components.db.ping)
+    components = {
         "models": {t: (m.tag if (m := state.models.get(t)) else None) for t in state.models.tasks},
+        "database": "ok" if database else ("down" if state.startup_done.is_set() else "starting"),
+        "models_loaded": state.models_started.is_set(),
+        "training_worker": state.jobs.worker_running,
+        "draining": state.draining,
+    }
+    serving = state.models.any_loaded and not state.draining
+    status = "not_ready" if not serving else ("ready" if database else "degraded")
+    body = {
+        "status": status,
+        "checks": {"model": state.models.any_loaded, "database": database, "draining": state.draining},
+        "components": components,
+        "models": components["models"],
     }
     if state.startup_error:
         body["startup_error"] = state.startup_error
-    if not all(checks.values()):
+    if status == "not_ready":
         return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})
     return body

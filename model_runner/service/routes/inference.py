@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Response
+import math
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
-from model_runner.service.auth import require_inference
-from model_runner.service.batcher import NotServing
+from model_runner.service.batcher import BadMessage, DeadlineExceeded, InferenceFailed, NotServing, Overloaded
 from model_runner.service.deps import get_state
-from model_runner.service.errors import ModelNotLoaded, PayloadTooLarge, Unprocessable
+from model_runner.service.disconnect import until_disconnected
+from model_runner.service.errors import (
+    ModelNotLoaded,
+    PayloadTooLarge,
+    TooManyRequests,
+    Unavailable,
+    Unprocessable,
+)
+from model_runner.service.text_input import SanitizingRoute, char_budget, prepare_message
 
-router = APIRouter(tags=["inference"])
+router = APIRouter(tags=["inference"], route_class=SanitizingRoute)
 
 
 class InferenceRequest(BaseModel):
@@ -47,14 +57,15 @@ class InferenceResponse(BaseModel):
 @router.post(
     "/inference",
     response_model=InferenceResponse,
-    dependencies=[Depends(require_inference)],
     summary="Classify messages with the task's champion",
     responses={
         413: {"description": "too many messages or too large a body"},
-        503: {"description": "no model"},
+        422: {"description": "invalid request, or a message the model cannot process"},
+        429: {"description": "overloaded: retry after the `Retry-After` seconds"},
+        503: {"description": "no model, or no answer within the request deadline"},
     },
 )
-async def inference(body: InferenceRequest, response: Response, state=Depends(get_state)):
+async def inference(body: InferenceRequest, request: Request, response: Response, state=Depends(get_state)):
     settings = state.settings
     if body.task not in state.models.batchers:
         raise Unprocessable(f"unknown task {body.task!r}; served tasks: {', '.join(state.models.tasks)}")
@@ -65,14 +76,27 @@ async def inference(body: InferenceRequest, response: Response, state=Depends(ge
     served = state.models.get(body.task)
     if served is None:
         raise _not_loaded(state, body.task)
-    limit = settings.max_message_chars
-    cut = [len(m) > limit for m in body.messages]
-    texts = [m[:limit] for m in body.messages]
+    batcher = state.models.batchers[body.task]
+    _admit(batcher, len(body.messages))
+    budget = char_budget(served.model.max_length, settings.max_message_chars)
+    texts, cut = await _prepare(body.messages, budget)
     if texts:
         try:
-            result = await state.models.batchers[body.task].predict(texts)
+            result = await until_disconnected(
+                request, batcher.predict(texts, deadline_s=settings.request_deadline_s)
+            )
         except NotServing:
             raise _not_loaded(state, body.task) from None
+        except Overloaded as exc:
+            raise _overloaded(exc) from None
+        except DeadlineExceeded as exc:
+            raise Unavailable(
+                f"{exc}; the service is busy", headers={"Retry-After": "5"}, type_="deadline_exceeded"
+            ) from None
+        except BadMessage as exc:
+            raise Unprocessable(str(exc), type_="invalid_message") from None
+        except InferenceFailed as exc:
+            raise Unavailable(str(exc), headers={"Retry-After": "5"}) from None
         served, proba, truncated = result.served, result.proba, result.truncated
     labels = served.labels
     predictions = []
@@ -95,6 +119,32 @@ async def inference(body: InferenceRequest, response: Response, state=Depends(ge
         },
         "predictions": predictions,
     }
+
+
+# Above this many characters in one request, cleaning (emoji names, regexes) leaves the event loop.
+_CLEAN_INLINE_CHARS = 20_000
+
+
+async def _prepare(messages: list[str], budget: int) -> tuple[list[str], list[bool]]:
+    def run() -> tuple[list[str], list[bool]]:
+        pairs = [prepare_message(m, budget=budget) for m in messages]
+        return [t for t, _ in pairs], [c for _, c in pairs]
+
+    if sum(map(len, messages)) <= _CLEAN_INLINE_CHARS:
+        return run()
+    return await run_in_threadpool(run)
+
+
+def _admit(batcher, n: int) -> None:
+    try:
+        batcher.admit(n)
+    except Overloaded as exc:
+        raise _overloaded(exc) from None
+
+
+def _overloaded(exc: Overloaded) -> TooManyRequests:
+    retry = max(1, math.ceil(exc.retry_after_s))
+    return TooManyRequests(f"overloaded: {exc}", headers={"Retry-After": str(retry)})
 
 
 def _not_loaded(state, task: str) -> ModelNotLoaded:

@@ -8,8 +8,9 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from model_runner.service.deps import get_state
+from model_runner.service.text_input import SanitizingRoute
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], route_class=SanitizingRoute)
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)

@@ -10,8 +10,9 @@ from fastapi.concurrency import run_in_threadpool
 from model_runner.service.auth import require_admin
 from model_runner.service.deps import get_state
 from model_runner.service.errors import ModelInvalid, ModelNotLoaded, Unprocessable
+from model_runner.service.text_input import SanitizingRoute
 
-router = APIRouter(tags=["model"])
+router = APIRouter(tags=["model"], route_class=SanitizingRoute)
 
 # Figures of a version's training run that are comparable across versions (same frozen eval split).
 _VERSION_METRICS = ("macro_recall", "macro_f1", "accuracy", "macro_precision", "ece")

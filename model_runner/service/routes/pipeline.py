@@ -6,28 +6,34 @@ Every route is a plain ``def``: FastAPI runs it in its thread pool, so database 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import asdict
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from fastapi import APIRouter, Depends, Query
+from fastapi.concurrency import run_in_threadpool
 
 from model_runner.pipeline import alerts
 from model_runner.pipeline.api_models import (
+    MAX_OFFSET,
     ClaimRequest,
     DailyStatsRequest,
     FinishRequest,
     LabelsRequest,
     PredictionsRequest,
     ResolveRequest,
+    SaneDate,
+    SaneDatetime,
     TaskName,
     TweetsRequest,
 )
 from model_runner.service.auth import require_admin
-from model_runner.service.deps import get_components
+from model_runner.service.deps import get_components, get_state
 from model_runner.service.errors import Conflict, Unprocessable
+from model_runner.service.text_input import SafeStr, SanitizingRoute
 
-router = APIRouter(tags=["pipeline"])
+router = APIRouter(tags=["pipeline"], route_class=SanitizingRoute)
 admin = [Depends(require_admin)]
 log = logging.getLogger(__name__)
 
@@ -42,15 +48,33 @@ def _window(since: datetime | None, until: datetime | None, default_days: float)
 
 
 @router.post("/tweets", dependencies=admin, summary="Upsert inspected tweets (idempotent by tweet id)")
-def post_tweets(body: TweetsRequest, components=Depends(get_components)):
+async def post_tweets(body: TweetsRequest, state=Depends(get_state)):
+    """Stores the tweets, then computes the vectors drift and summaries read (only missing ones)."""
     from model_runner.pipeline.tweets import Tweet, upsert_tweets
     from model_runner.pipeline.window import as_utc
 
+    components = state.components
     tweets = [
         Tweet(t.id, t.text, body.found_by, t.author, as_utc(t.created_at) if t.created_at else None)
         for t in body.tweets
     ]
-    return asdict(upsert_tweets(components.db, tweets))
+    stored = await run_in_threadpool(upsert_tweets, components.db, tweets)
+    embedded = 0
+    if tweets:
+        texts = list(dict.fromkeys(t.text for t in tweets))
+        # torch runs on the inference thread (the service's torch-thread rule); a failure here leaves
+        # the tweets stored and the vectors for a later call
+        loop = asyncio.get_running_loop()
+        try:
+            embedded = await loop.run_in_executor(state.executor, _embed_missing, components, texts)
+        except Exception as exc:
+            log.warning("stored %d tweets without vectors: %s", len(tweets), type(exc).__name__)
+    return {**asdict(stored), "embedded": embedded}
+
+
+def _embed_missing(components, texts: list[str]) -> int:
+    components.embeddings.get_or_compute(texts)
+    return components.embeddings.last_stats.computed
 
 
 @router.post(
@@ -76,7 +100,7 @@ def post_predictions(body: PredictionsRequest, components=Depends(get_components
 def get_review(
     task: TaskName = "sentiment",
     limit: int = Query(50, ge=1, le=1000),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=MAX_OFFSET),
     components=Depends(get_components),
 ):
     from model_runner.pipeline.review import list_review
@@ -131,8 +155,8 @@ def post_daily_stats(body: DailyStatsRequest, components=Depends(get_components)
 def get_daily_stats(
     task: TaskName = "sentiment",
     days: int = Query(8, ge=1, le=366),
-    until: date | None = None,
-    found_by: str | None = Query(None, min_length=1, max_length=300),
+    until: SaneDate | None = None,
+    found_by: SafeStr | None = Query(None, min_length=1, max_length=300),
     components=Depends(get_components),
 ):
     from model_runner.pipeline.stats import read_daily_stats
@@ -148,47 +172,72 @@ def get_daily_stats(
     }
 
 
+@router.post(
+    "/drift/reference",
+    dependencies=admin,
+    summary="Prepare drift's training reference: record the task's dataset if none is stored, embed"
+    " what lacks a vector (feedback rows). GET /drift only reads what is there.",
+)
+async def prepare_drift_reference(task: TaskName = "sentiment", state=Depends(get_state)):
+    from model_runner.service.models import in_own_thread
+
+    components = state.components
+    # one-off torch work on a thread that ends with it (the torch-thread rule of the service)
+    return await in_own_thread(_prepare_reference, components, task)
+
+
+def _prepare_reference(components, task: str) -> dict:
+    from model_runner.data import DataError
+    from model_runner.jobs.embed import embed_dataset
+    from model_runner.pipeline.drift import embed_reference, reference_size
+    from model_runner.tasks import get_task
+
+    recorded, notes = False, []
+    if reference_size(components.embeddings, task) == 0:
+        try:
+            embed_dataset(components, get_task(task, components.settings))
+            recorded = True
+        except (DataError, FileNotFoundError, ValueError) as exc:
+            log.warning("drift without a reference for %s: %s", task, exc)
+            notes.append(f"no training reference: {type(exc).__name__}")
+    embedded = embed_reference(components.embeddings, task)
+    return {"task": task, "recorded_dataset": recorded, "embedded": embedded, "notes": notes}
+
+
 @router.get("/drift", summary="Recent tweets vs training data: centroid cosine distance and class shares")
 def get_drift(
     task: TaskName = "sentiment",
     days: float = Query(7, gt=0, le=90),
-    until: datetime | None = None,
+    until: SaneDatetime | None = None,
     components=Depends(get_components),
 ):
-    from model_runner.data import DataError
-    from model_runner.jobs.embed import embed_dataset
+    """Reads only: tweets are embedded when stored, the reference by ``POST /drift/reference``."""
     from model_runner.pipeline.drift import drift_report
     from model_runner.pipeline.window import Window
-    from model_runner.tasks import get_task
 
-    window = Window.last_days(days, until)
-    notes: list[str] = []
-
-    def record_reference() -> None:
-        # no training example stored yet: record the task's dataset (its vectors are cached by training)
-        try:
-            embed_dataset(components, get_task(task, components.settings))
-        except (DataError, FileNotFoundError, ValueError) as exc:
-            notes.append(f"no training reference: {exc}")
-            log.warning("drift without a reference for %s: %s", task, exc)
-
-    report = drift_report(components.embeddings, task, window, prepare_reference=record_reference)
+    report = drift_report(components.vectors, task, Window.last_days(days, until))
+    notes = []
+    if report.live_tweets and report.reference_embedded == 0:
+        notes.append("no embedded training reference: POST /drift/reference prepares it")
+    if report.live_embedded < report.live_tweets:
+        notes.append(f"{report.live_tweets - report.live_embedded} tweets of the window have no vector yet")
     return {**report.to_dict(), "notes": notes}
 
 
 @router.get("/tweets/summary", summary="What people said: volume, class shares, tweets nearest each centroid")
 def get_summary(
     task: TaskName = "sentiment",
-    since: datetime | None = None,
-    until: datetime | None = None,
-    found_by: str | None = Query(None, min_length=1, max_length=300),
+    since: SaneDatetime | None = None,
+    until: SaneDatetime | None = None,
+    found_by: SafeStr | None = Query(None, min_length=1, max_length=300),
     per_class: int = Query(3, ge=1, le=20),
     components=Depends(get_components),
 ):
     from model_runner.pipeline.summary import summarise
 
     window = _window(since, until, 1)
-    return summarise(components.embeddings, task, window, found_by=found_by, per_class=per_class).to_dict()
+    found = summarise(components.vectors, task, window, found_by=found_by, per_class=per_class)
+    return found.to_dict()
 
 
 @router.post("/alerts/claim", dependencies=admin, summary="Claim an incident's alert: granted once")
@@ -220,7 +269,7 @@ def resolve_alerts(body: ResolveRequest, components=Depends(get_components)):
 
 @router.get("/alerts", summary="Recent incidents of the alert ledger")
 def list_alerts(
-    kind: str | None = Query(None, max_length=50),
+    kind: SafeStr | None = Query(None, max_length=50),
     limit: int = Query(50, ge=1, le=500),
     components=Depends(get_components),
 ):

