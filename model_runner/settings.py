@@ -203,6 +203,72 @@ class Settings(BaseSettings):
     hub_timeout_s: float = Field(default=60.0, gt=0, description="Timeout per Hub HTTP call.")
     hub_retries: int = Field(default=3, ge=0, le=10, description="Retries of a failed Hub push (backoff).")
 
+    # --- registry and MLflow robustness (hardening) --------------------------------------------------
+    mlflow_timeout_s: int = Field(
+        default=10,
+        ge=1,
+        description="Timeout of one HTTP request to a remote MLflow server (connect, and each wait for"
+        " bytes); sets MLFLOW_HTTP_REQUEST_TIMEOUT for this process and its training worker.",
+    )
+    mlflow_max_retries: int = Field(
+        default=2,
+        ge=0,
+        le=10,
+        description="Retries of a failed or timed-out MLflow HTTP request (MLFLOW_HTTP_REQUEST_MAX_RETRIES).",
+    )
+    mlflow_backoff_factor: int = Field(
+        default=1,
+        ge=0,
+        le=120,
+        description="Backoff between MLflow HTTP retries: factor x 1, 2, 4... seconds"
+        " (MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR).",
+    )
+    reload_timeout_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="Deadline of one model reload (registry, download, load, ONNX export, canaries); past it"
+        " the reload fails, the served model stays and a late result is discarded.",
+    )
+
+    # --- edge, backpressure, database (hardening) ----------------------------------------------------
+    max_queued_texts: int = Field(
+        default=4096,
+        ge=0,
+        description="Admission: most texts waiting for the model per task; /inference answers 429 with"
+        " Retry-After beyond it (0 = unbounded).",
+    )
+    max_queue_wait_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="Admission: /inference answers 429 when the texts already waiting would take longer"
+        " than this at the measured throughput (0 = off).",
+    )
+    request_deadline_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Longest an /inference request waits for its answer; past it 503 with Retry-After"
+        " and its texts leave the queue.",
+    )
+    public_docs: bool = Field(
+        default=True, description="/docs, /redoc and /openapi.json answer without a token."
+    )
+    public_metrics: bool = Field(default=False, description="/metrics answers without a token.")
+    db_connect_timeout_s: float = Field(
+        default=5.0, gt=0, description="Timeout for opening a Postgres connection."
+    )
+    db_statement_timeout_s: float = Field(
+        default=60.0, ge=0, description="Postgres statement_timeout of the service's connections; 0 = none."
+    )
+    db_pool_size: int = Field(default=8, ge=1, description="Most pooled Postgres connections per process.")
+    startup_retry_max_s: float = Field(
+        default=30.0, gt=0, description="Start-up steps retry with exponential backoff up to this delay."
+    )
+    shutdown_grace_s: float = Field(
+        default=20.0,
+        ge=0,
+        description="On SIGTERM: readiness turns 503 and in-flight requests get this long to finish.",
+    )
+
     def tracking_uri(self) -> str:
         if self.mlflow_tracking_uri:
             return self.mlflow_tracking_uri

@@ -68,6 +68,7 @@ def regression_check():
         th = config.thresholds(params)
         until = config.run_anchor(get_current_context()).isoformat()
         with _runner() as runner:
+            runner.prepare_drift_reference(params["task"])  # GET /drift only reads
             drift = runner.drift(params["task"], th["drift_days"], until)
             champion = regression.champion_of(runner.model_versions(params["task"], 50))
         version = champion["version"] if champion else "none"

@@ -1,6 +1,21 @@
-"""MLflow model registry access, the pyfunc wrapper and the champion gate."""
+"""MLflow model registry access, the pyfunc wrapper, the champion gate and the load-time integrity checks."""
 
 from model_runner.registry.gate import GateDecision, decide
-from model_runner.registry.mlflow_registry import ModelNotFoundError, ModelRegistry, ModelVersionInfo
+from model_runner.registry.integrity import MANIFEST_TAG, UntrustedVersionError
+from model_runner.registry.mlflow_registry import (
+    ModelNotFoundError,
+    ModelRegistry,
+    ModelVersionInfo,
+    apply_http_limits,
+)
 
-__all__ = ["GateDecision", "ModelNotFoundError", "ModelRegistry", "ModelVersionInfo", "decide"]
+__all__ = [
+    "MANIFEST_TAG",
+    "GateDecision",
+    "ModelNotFoundError",
+    "ModelRegistry",
+    "ModelVersionInfo",
+    "UntrustedVersionError",
+    "apply_http_limits",
+    "decide",
+]

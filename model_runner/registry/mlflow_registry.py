@@ -6,13 +6,20 @@ exception is :meth:`ModelRegistry.log_and_register`: MLflow can only log a model
 run, which belongs to the fluent (global) API; it therefore requires that run to exist and the
 global tracking URI to be the one this registry talks to.
 
-Remote tracking servers: MLflow's REST client already retries transient HTTP failures with backoff
-(``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` / ``MLFLOW_HTTP_REQUEST_TIMEOUT``), so no retry layer is added.
+Remote tracking servers: MLflow's REST client retries transient HTTP failures with backoff, bounded by
+``MLFLOW_HTTP_REQUEST_TIMEOUT`` / ``_MAX_RETRIES`` / ``_BACKOFF_FACTOR``. MLflow reads those from the
+environment on every request (its defaults, 120 s x 7 retries, let one call hang for many minutes);
+:func:`apply_http_limits` sets them from the settings, and ``registry_for`` calls it.
+
+Integrity: every version is registered with the sha256 of its manifest as a tag, and
+:meth:`ModelRegistry.download_verified` refuses a version that did not pass the gate or whose files are
+not the registered ones (see :mod:`model_runner.registry.integrity`).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import tempfile
 import time
@@ -27,12 +34,23 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import Model
 from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
 
+from model_runner.registry.integrity import MANIFEST_TAG, check_folder, check_version, manifest_digest
 from model_runner.registry.pyfunc import MODEL_ARTIFACT, log_pyfunc
 
 _NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _MISSING = {"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"}
 _EXISTS = {"RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"}
 READY_TIMEOUT_S = 300.0
+
+
+def apply_http_limits(timeout_s: int, max_retries: int, backoff_factor: int) -> None:
+    """Bound every MLflow HTTP request of this process (and of the processes it starts).
+
+    Worst case per registry call: (max_retries + 1) x timeout_s plus backoff_factor x (1 + 2 + ...) s.
+    """
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(int(timeout_s))
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(int(max_retries))
+    os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = str(int(backoff_factor))
 
 
 class ModelNotFoundError(LookupError):
@@ -102,9 +120,11 @@ class ModelRegistry:
                 f"the active run logs to {active_uri!r}, this registry uses {self.tracking_uri!r}"
             )
         name = self.model_name(task)
+        # Before logging: the digest of the folder as it is now is what every later load must match.
+        digest = manifest_digest(Path(model_dir))
         info = log_pyfunc(model_dir, name=name, input_example=input_example)
         self._ensure_registered_model(name)
-        version_tags = {"task": task, **{k: str(v) for k, v in (tags or {}).items()}}
+        version_tags = {"task": task, **{k: str(v) for k, v in (tags or {}).items()}, MANIFEST_TAG: digest}
         # Registered through our client (not log_model's registered_model_name, which uses the global
         # registry URI); tags go in with the version so no reader ever sees it untagged.
         mv = self._client.create_model_version(
@@ -114,7 +134,11 @@ class ModelRegistry:
         return ModelVersionInfo.from_mlflow(self._wait_ready(name, str(mv.version)), aliases=[])
 
     def promote(self, task: str, version: str) -> None:
-        """Point ``champion`` at ``version``: one alias row upsert, so readers see old or new, never none."""
+        """Point ``champion`` at ``version``: one alias row upsert, so readers see old or new, never none.
+
+        Not gated here (an operator may plant any alias, e.g. to test an alert); loading is:
+        ``download_verified`` refuses a champion whose ``gate.decision`` is not ``promoted``.
+        """
         name = self.model_name(task)
         mv = self._get_version(name, str(version))
         if mv.status != "READY":
@@ -122,6 +146,8 @@ class ModelRegistry:
         self._client.set_registered_model_alias(name, self.CHAMPION, str(version))
 
     def set_tags(self, task: str, version: str, tags: dict[str, str]) -> None:
+        if MANIFEST_TAG in tags:
+            raise ValueError(f"{MANIFEST_TAG} is recorded at registration and never changed")
         name = self.model_name(task)
         self._get_version(name, str(version))
         for key, value in tags.items():
@@ -181,6 +207,22 @@ class ModelRegistry:
         # MLflow keeps the source folder's basename under artifacts/, so ask MLmodel where it went.
         artifacts = Model.load(root).flavors["python_function"]["artifacts"]
         return root / artifacts[MODEL_ARTIFACT]["path"]
+
+    def download_verified(self, task: str, info: ModelVersionInfo, *, dst: Path | None = None) -> Path:
+        """:meth:`download` of a version that must be trusted to be loaded, or ``UntrustedVersionError``.
+
+        ``info`` comes from :meth:`champion` or :meth:`versions` (it carries the tags). Refused before
+        any download: a version that did not pass the gate or has no manifest digest; after it: files
+        that are not the registered ones. The folder's files are checked against the manifest by
+        ``verify_files`` when it is loaded.
+        """
+        if info.name != self.model_name(task):
+            raise ValueError(f"{info.name} is not the registered model of task {task!r}")
+        label = f"{info.name}/{info.version}"
+        check_version(info.tags, label)
+        folder = self.download(task, version=info.version, alias=None, dst=dst)
+        check_folder(folder, info.tags, label)
+        return folder
 
     def run_metrics(self, run_id: str) -> dict[str, float]:
         return {k: float(v) for k, v in self._client.get_run(run_id).data.metrics.items()}

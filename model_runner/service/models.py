@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+import time
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -64,6 +66,8 @@ class ModelManager:
                 observe_batch=on_batch,
                 threads=threads,
                 cache_size=settings.inference_cache_size,
+                max_queued_texts=settings.max_queued_texts,
+                max_queue_wait_s=settings.max_queue_wait_s,
             )
             for task in self.tasks
         }
@@ -90,6 +94,8 @@ class ModelManager:
         """Load the task's champion beside the served model and swap only if it validates.
 
         Reloads are serialised: two callers never load at once, and the second sees the first's result.
+        A load gets ``reload_timeout_s``: past it the reload fails and frees the lock, and the
+        abandoned load's eventual result is discarded, never swapped in.
         """
         if task not in self.batchers:
             raise KeyError(task)
@@ -97,7 +103,11 @@ class ModelManager:
             previous = self._served.get(task)
             prev_version = previous.version if previous else None
             try:
-                candidate = await in_own_thread(loader, self.settings, task, unless_serving=prev_version)
+                candidate = await self._load_within_deadline(loader, task, prev_version)
+            except _LoadDeadline as exc:
+                self.last_error[task] = f"load failed: {exc}"
+                log.error("reload of %s abandoned, still serving %s: %s", task, prev_version, exc)
+                return ReloadResult(task, False, prev_version, prev_version, self.last_error[task])
             except AlreadyServing:
                 return ReloadResult(task, False, prev_version, prev_version, "already serving this version")
             except NoChampionError as exc:
@@ -117,3 +127,44 @@ class ModelManager:
             if self._on_swap:
                 self._on_swap(candidate)
             return ReloadResult(task, True, candidate.version, prev_version, f"serving {candidate.tag}")
+
+    async def _load_within_deadline(self, loader, task: str, prev_version: str | None) -> ServedModel:
+        """``loader`` on its own thread, waited for at most ``reload_timeout_s``.
+
+        Past the deadline the wait is cancelled and ``_LoadDeadline`` raised, so the caller releases
+        the lock; the thread cannot be stopped and runs on (its MLflow calls are bounded by
+        ``mlflow_timeout_s`` x retries), and whatever it returns later goes nowhere: the swap happens
+        only in ``reload``, after this wait, which is gone by then.
+        """
+        timeout = self.settings.reload_timeout_s
+        abandoned = threading.Event()
+        started = time.monotonic()
+
+        def run():
+            try:
+                return loader(self.settings, task, unless_serving=prev_version)
+            finally:
+                if abandoned.is_set():
+                    log.warning(
+                        "an abandoned load of %s ended after %.0f s; its result is discarded",
+                        task,
+                        time.monotonic() - started,
+                    )
+
+        load = asyncio.ensure_future(in_own_thread(run))
+        try:
+            done, _ = await asyncio.wait({load}, timeout=timeout)
+        finally:
+            if not load.done():  # the deadline passed, or the reload itself was cancelled
+                abandoned.set()
+                load.cancel()
+        if not done:
+            raise _LoadDeadline(
+                f"no result within the reload deadline of {timeout:g} s (registry unreachable or load"
+                " stuck); the late result will be discarded"
+            )
+        return load.result()
+
+
+class _LoadDeadline(Exception):
+    """A load ran past ``reload_timeout_s``."""

@@ -1,7 +1,8 @@
 """A model as the service serves it: loaded from the registry, checked, described.
 
-Loading happens off the event loop; a model reaches ``/inference`` only after ``validate`` passed, so a
-broken download, an altered file or a model that answers nonsense never replaces a good one.
+Loading happens off the event loop; a model reaches ``/inference`` only after the registry checks and
+``validate`` passed, so an ungated champion, a broken download, an altered file (even with a regenerated
+manifest) or a model that answers nonsense never replaces a good one.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 from model_runner.errors import NoChampionError
 from model_runner.modeling.classifier import CONFIG_FILE, TweetClassifier, verify_files
 from model_runner.modeling.onnx_backend import OnnxTweetClassifier
-from model_runner.registry import ModelVersionInfo
+from model_runner.registry import ModelVersionInfo, UntrustedVersionError
 from model_runner.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -108,6 +109,10 @@ def load_version(
 ) -> ServedModel:
     """Download (the champion unless ``version`` is given), verify, load as served, validate.
 
+    Verify: the version passed the promotion gate, and its ``checksums.json`` hashes to the
+    ``manifest_sha256`` tag recorded at registration (then every file to its manifest entry); any
+    failure is a ``ModelValidationError`` naming the reason, so the served model stays.
+
     ``unless_serving``: the version already served; asking the registry is cheap, downloading and
     loading is not, so a reload (or a registry poll) of an unchanged champion stops here.
     """
@@ -121,7 +126,11 @@ def load_version(
         raise AlreadyServing(info.version)
     tmp = Path(tempfile.mkdtemp(prefix=f"tp-serve-{task}-"))
     try:
-        folder = registry.download(task, version=info.version, alias=None, dst=tmp)
+        try:
+            # refuses an ungated or untagged version before downloading, altered files after
+            folder = registry.download_verified(task, info, dst=tmp)
+        except UntrustedVersionError as exc:
+            raise ModelValidationError(str(exc)) from exc
         return load_folder(
             folder,
             task=task,

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from fastapi.concurrency import run_in_threadpool
 
 from model_runner.jobs.training_jobs import JobStore
+from model_runner.service.auth import Tokens
 from model_runner.service.metrics import ServiceMetrics
 from model_runner.service.models import ModelManager
 from model_runner.service.training import TrainingSupervisor
@@ -23,8 +24,9 @@ log = logging.getLogger(__name__)
 class ServiceState:
     def __init__(self, settings: Settings):
         self.settings = settings
-        self.components = Components(settings)
+        self.components = Components(settings, pooled_db=True)
         self.metrics = ServiceMetrics()
+        self.tokens = Tokens.from_settings(settings)
         # one thread for every forward pass: batches queue instead of fighting over the cores
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
         self.jobs = TrainingSupervisor(
@@ -38,8 +40,10 @@ class ServiceState:
             threads=self.serving_threads,
         )
         self.started_at = datetime.now(UTC)
-        self.startup_done = asyncio.Event()
-        self.startup_error: str | None = None
+        self.startup_done = asyncio.Event()  # the database is migrated and jobs recovered
+        self.models_started = asyncio.Event()  # every task's first load ended (loaded or no champion)
+        self.startup_error: str | None = None  # the last start-up failure while it still retries
+        self.draining = False  # SIGTERM: readiness turns 503 while in-flight requests finish
         self._background: list[asyncio.Task] = []
 
     def serving_threads(self) -> int:
@@ -53,29 +57,61 @@ class ServiceState:
 
         torch.set_num_threads(self.serving_threads())
         self.models.start()
-        self._background.append(asyncio.create_task(self._startup(), name="startup"))
+        # independent: the champion loads from the registry while Postgres is still down
+        self._background.append(asyncio.create_task(self._startup(), name="startup-database"))
+        self._background.append(asyncio.create_task(self._load_models(), name="startup-models"))
         if self.settings.reload_poll_s:
             self._background.append(asyncio.create_task(self._poll_registry(), name="registry-poll"))
 
+    async def _retrying(self, what: str, step) -> None:
+        """Run ``step`` until it succeeds, with exponential backoff capped at ``startup_retry_max_s``."""
+        delay = 0.5
+        while True:
+            try:
+                await step()
+                return
+            except Exception as exc:
+                self.startup_error = f"{what}: {type(exc).__name__}"
+                log.warning("start-up %s failed (%s); retrying in %.1fs", what, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.settings.startup_retry_max_s)
+
     async def _startup(self) -> None:
-        """Heavy start-up work after the port is open: /health/live answers at once, ready later."""
-        try:
+        """Database work after the port is open: /health/live answers at once, ready later."""
+
+        async def database() -> None:
             await run_in_threadpool(self.components.db.ensure_schema)
             await run_in_threadpool(self.jobs.recover)
-            for result in await self.models.load_all():
-                self.metrics.reloads.labels(result.task, "ok" if result.reloaded else "skipped").inc()
-                log.info("start-up load %s: %s", result.task, result.message)
-        except Exception as exc:
-            self.startup_error = f"{type(exc).__name__}: {exc}"
-            log.exception("start-up failed")
-        finally:
-            self.startup_done.set()
+
+        await self._retrying("database", database)
+        self.startup_error = None
+        self.startup_done.set()
+
+    async def _load_models(self) -> None:
+        """Each task's champion, retried while the registry cannot be read (no champion is no error)."""
+        pending = list(self.models.tasks)
+        delay = 0.5
+        while pending:
+            for task in list(pending):
+                result = await self.reload(task)
+                log.info("start-up load %s: %s", task, result.message)
+                # a registry or download fault is retried; no champion yet, a refused model or a
+                # served one end the start-up load (the registry poll and training reload later)
+                if result.reloaded or result.version or not _is_fault(result.message):
+                    pending.remove(task)
+            if pending:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.settings.startup_retry_max_s)
+        self.models_started.set()
 
     async def _poll_registry(self) -> None:
         while True:
             await asyncio.sleep(self.settings.reload_poll_s)
             for task in self.models.tasks:
-                await self.reload(task)
+                try:
+                    await self.reload(task)
+                except Exception:  # a poll never ends the polling
+                    log.exception("registry poll of %s failed", task)
 
     async def reload(self, task: str):
         result = await self.models.reload(task)
@@ -90,10 +126,25 @@ class ServiceState:
             return {"reloaded": False, "message": f"task {job.task} is not served here"}
         return (await self.reload(job.task)).to_dict()
 
+    def begin_drain(self) -> None:
+        """SIGTERM: readiness answers 503 from now on; the server lets in-flight requests finish."""
+        if not self.draining:
+            log.warning(
+                "draining: readiness is 503; in-flight requests get %.0fs", self.settings.shutdown_grace_s
+            )
+        self.draining = True
+
     async def stop(self) -> None:
+        self.draining = True
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         await self.jobs.shutdown()
         await self.models.stop()
         self.executor.shutdown(wait=False, cancel_futures=True)
+        if "db" in self.components.__dict__:
+            self.components.db.close()
+
+
+def _is_fault(message: str) -> bool:
+    return message.startswith(("load failed", "timed out", "reload timed out"))

@@ -3,8 +3,9 @@ from datetime import timedelta
 import numpy as np
 import pytest
 
-from model_runner.pipeline.drift import drift_report
+from model_runner.pipeline.drift import drift_report, embed_reference
 from model_runner.pipeline.summary import summarise
+from model_runner.pipeline.vectors import embed_window
 from model_runner.pipeline.window import Window
 from model_runner.store import ExampleStore
 from model_runner.store.examples import Example
@@ -18,9 +19,16 @@ def _train(db):
     ExampleStore(db).upsert([Example(t, label, source="data") for t, label in TRAIN])
 
 
+def _embed(store):
+    """What storing tweets (POST /tweets) and POST /drift/reference do before the reads."""
+    embed_reference(store, "sentiment")
+    embed_window(store, WINDOW)
+
+
 def test_live_data_like_the_training_data_has_no_drift(db, store):
     _train(db)
     add_inspected(db, [(i + 1, text, label) for i, (text, label) in enumerate(TRAIN)])
+    _embed(store)
     report = drift_report(store, "sentiment", WINDOW)
     assert report.centroid_distance == pytest.approx(0, abs=1e-5)
     assert (report.live_tweets, report.live_embedded, report.reference_embedded) == (3, 3, 3)
@@ -32,6 +40,7 @@ def test_shifted_live_data_drifts_and_a_collapse_shows_in_the_shares(db, store):
     add_inspected(db, [(i, f"hate refund worst {i}", "negative") for i in range(1, 10)])
     add_inspected(db, [(10, "love", "positive")])
     add_inspected(db, [(11, "old tweet", "positive")], when=NOW - timedelta(days=8))  # outside the window
+    _embed(store)
     report = drift_report(store, "sentiment", WINDOW)
     assert report.centroid_distance > 0.3
     assert report.live_tweets == 10
@@ -42,22 +51,23 @@ def test_shifted_live_data_drifts_and_a_collapse_shows_in_the_shares(db, store):
     }
 
 
-def test_drift_records_the_reference_when_none_is_stored(db, store):
+def test_drift_only_reads_what_was_embedded(db, store):
+    _train(db)
     add_inspected(db, [(1, "awful", "negative")])
-    called = []
-    report = drift_report(store, "sentiment", WINDOW, prepare_reference=lambda: called.append(_train(db)))
-    assert called and report.reference_examples == 3
-    assert report.centroid_distance is not None
+    report = drift_report(store, "sentiment", WINDOW)
+    assert report.reference_examples == 3 and report.reference_embedded == 0
+    assert report.centroid_distance is None and store.last_stats.requested == 0
+    _embed(store)
+    assert drift_report(store, "sentiment", WINDOW).centroid_distance is not None
 
 
 def test_drift_without_tweets_has_no_distance_and_embeds_nothing(db, store):
     _train(db)
-    called = []
-    report = drift_report(store, "sentiment", WINDOW, prepare_reference=lambda: called.append(1))
+    report = drift_report(store, "sentiment", WINDOW)
     assert report.live_tweets == 0 and report.centroid_distance is None and report.dominant_label is None
     assert report.reference_examples == 3 and report.reference_embedded == 0
     # a fresh deployment must not embed the whole training set for an empty window
-    assert called == [] and store.last_stats.requested == 0
+    assert store.last_stats.requested == 0
 
 
 def test_summary_picks_the_tweets_nearest_each_class_centroid(db, store):
@@ -65,6 +75,7 @@ def test_summary_picks_the_tweets_nearest_each_class_centroid(db, store):
     add_inspected(db, [(i + 1, t, "negative") for i, t in enumerate(negatives)])
     add_inspected(db, [(20, "love great", "positive"), (21, "love great", "positive")])  # same text twice
     add_inspected(db, [(30, "meeting", "neutral")], found_by="account:acme")
+    _embed(store)
 
     summary = summarise(store, "sentiment", WINDOW, per_class=2)
 
@@ -85,10 +96,13 @@ def test_summary_picks_the_tweets_nearest_each_class_centroid(db, store):
     assert only.volume == 1 and only.classes[0].examples[0]["tweet_id"] == "30"
 
 
-def test_summary_embeds_each_text_once(db, store):
+def test_summary_only_reads_and_vectors_are_computed_once(db, store):
     add_inspected(db, [(1, "awful", "negative"), (2, "love", "positive")])
     summarise(store, "sentiment", WINDOW)
-    summarise(store, "sentiment", WINDOW)
+    assert store.encoder.calls == []
+    embed_window(store, WINDOW)
+    embed_window(store, WINDOW)
+    assert summarise(store, "sentiment", WINDOW).volume == 2
     assert sorted(store.encoder.calls) == ["awful", "love"]
 
 

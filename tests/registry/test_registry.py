@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import mlflow
@@ -9,11 +10,11 @@ import numpy as np
 import pytest
 
 from model_runner.modeling.classifier import TweetClassifier
-from model_runner.registry import ModelNotFoundError, ModelRegistry
+from model_runner.registry import MANIFEST_TAG, ModelNotFoundError, ModelRegistry
 from tests.registry.conftest import TEXTS, active_run, new_registry
 
 
-def test_versions_are_numbered_per_task_and_tagged(populated):
+def test_versions_are_numbered_per_task_and_tagged(populated, saved_models):
     reg, v = populated.registry, populated.versions
     assert reg.model_name("sentiment").endswith("-sentiment")
     assert (v["sentiment_a"].version, v["sentiment_b"].version, v["emotion"].version) == ("1", "2", "1")
@@ -24,7 +25,13 @@ def test_versions_are_numbered_per_task_and_tagged(populated):
     assert v["sentiment_a"].created_at > 1_600_000_000_000  # milliseconds
     # tags as stored in MLflow, not just as returned
     stored = mlflow.MlflowClient(reg.tracking_uri).get_model_version(reg.model_name("sentiment"), "2")
-    assert stored.tags == {"task": "sentiment", "source": "sentiment_b"}
+    assert stored.tags == {
+        "task": "sentiment",
+        "source": "sentiment_b",
+        MANIFEST_TAG: hashlib.sha256(
+            (saved_models["sentiment_b"].path / "checksums.json").read_bytes()
+        ).hexdigest(),
+    }
     assert stored.status == "READY"
 
 

@@ -44,7 +44,7 @@ def is_write(method: str, template: str) -> bool:
 def test_the_matrix_covers_the_routes_we_know(live):
     templates = {t for _, _, t in operations(live.app)}
     assert {"/train", "/model/reload", "/inference", "/drift", "/review", "/tweets"} <= templates
-    assert PUBLIC_PATHS <= templates
+    assert templates >= PUBLIC_PATHS
 
 
 def test_only_the_allow_list_answers_without_a_token(live, caplog):

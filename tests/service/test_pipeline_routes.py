@@ -129,6 +129,8 @@ def test_daily_stats_are_stored_and_logged_once(live):
 def test_drift_and_summary(live):
     with live.client() as c:
         tweets = _inspect(c, live.admin(), [f"great coffee number {i}" for i in range(5)], "query:drift-test")
+        prepared = c.post("/drift/reference", headers=live.admin())
+        assert prepared.status_code == 200, prepared.text
         drift = c.get("/drift", params={"days": 7}).json()
         summary = c.get("/tweets/summary", params={"found_by": "query:drift-test", "per_class": 2}).json()
     assert drift["live_tweets"] >= 5 and drift["reference_examples"] > 0, drift

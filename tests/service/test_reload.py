@@ -15,6 +15,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from model_runner.modeling.classifier import write_checksums
+from model_runner.registry import MANIFEST_TAG
+from model_runner.registry.integrity import manifest_digest
 from tests.service.conftest import make_dataset, serve, train_champion
 from tests.training.conftest import make_rows
 
@@ -34,7 +36,7 @@ def test_clients_see_no_error_and_no_going_back_while_a_reload_happens(fresh_set
         seen: list[list[tuple[int, str]]] = [[] for _ in range(8)]
 
         def client(i: int) -> None:
-            with httpx.Client(base_url=server.url, timeout=30) as c:
+            with server.client() as c:  # the read token
                 while not stop.is_set():
                     r = c.post("/inference", json={"messages": FIXED * 4})
                     seen[i].append(
@@ -81,6 +83,10 @@ def test_a_broken_model_is_refused_and_the_old_one_keeps_serving(fresh_settings,
                 {k: torch.full_like(v, float("nan")) for k, v in head.items()}, folder / "head.safetensors"
             )
             write_checksums(folder)  # files are consistent, the answers are not
+            # and the registered digest matches too (as if registered so): only the canaries can tell
+            mlflow.MlflowClient(fresh_settings.tracking_uri()).set_model_version_tag(
+                "tweetpulse-sentiment", "2", MANIFEST_TAG, manifest_digest(folder)
+            )
         with server.client() as c:
             r = c.post("/model/reload", headers=server.admin(), params={"task": "sentiment"})
             assert r.status_code == 422, r.text

@@ -84,9 +84,15 @@ class ModelRunner(ModelRunnerClient):
         body = {k: v for k, v in body.items() if v is not None}
         return self.request("POST", "/stats/daily", json=body, auth=True, timeout_s=SLOW_S)
 
+    def prepare_drift_reference(self, task: str) -> dict:
+        """Record and embed the training reference (the first call may embed the whole training set)."""
+        return self.request(
+            "POST", "/drift/reference", params={"task": task}, auth=True, timeout_s=EMBEDDING_S
+        )
+
     def drift(self, task: str, days: float, until: str | None = None) -> dict:
         params = {"task": task, "days": days, "until": until}
-        return self.request("GET", "/drift", params=params, timeout_s=EMBEDDING_S)
+        return self.request("GET", "/drift", params=params, timeout_s=SLOW_S)
 
     def summary(
         self, task: str, since: str, until: str, *, found_by: str | None = None, per_class: int = 3

@@ -100,10 +100,10 @@ class ModelRunnerClient:
         timeout_s: float | None = None,
     ) -> Any:
         headers = {}
-        if auth:
-            if not self.config.token:
-                why = f"{method} {path} needs the API token (the connection's password)"
-                raise RunnerError(None, "no_token", why)
+        if auth and not self.config.token:
+            why = f"{method} {path} needs the API token (the connection's password)"
+            raise RunnerError(None, "no_token", why)
+        if self.config.token:  # every route but /health/* needs a token, reads included
             headers["Authorization"] = f"Bearer {self.config.token}"
         params = {k: v for k, v in (params or {}).items() if v is not None}
 
