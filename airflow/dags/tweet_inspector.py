@@ -26,6 +26,11 @@ task (`POST /inference`), store the predictions (`POST /predictions`; unsure one
 queue), and only then advance `since_id`. A 429 waits for the rate-limit reset when it fits in the
 task's timeout.
 
+A run fetches at most `max_tweets_per_target` per target. When more are waiting it stores the newest
+ones and leaves the older rest as a backfill window (Variable `tweetpulse_backfill__<target>`) that
+the next runs fetch first; `since_id` never moves past an unfetched tweet. **alert_backlog** mails
+once per backlog when a target is still behind after `backlog_alert_runs` runs.
+
 **aggregate** recomputes per source and day volume, class shares and mean confidence (stored and
 logged to the MLflow experiment `tweetpulse-inspector`); **alert_negative** mails once per source and
 day when the negative share is above `negative_share` or jumps `negative_jump` above the trailing
@@ -94,7 +99,24 @@ def tweet_inspector():
                 settings=settings,
                 deadline=deadline,
                 reply_settings=reply,
+                run_id=get_current_context()["run_id"],
+                now=_anchor(),
             )
+
+    @task(trigger_rule=TriggerRule.ALL_DONE, execution_timeout=timedelta(minutes=5))
+    def alert_backlog(targets: list[dict] | None, params=None) -> dict:
+        """Once per backlog: a target still had unfetched tweets after `backlog_alert_runs` runs."""
+        if not targets:
+            raise AirflowSkipException("no watch list")
+        settings = config.inspector_settings()
+        bound = int(params.get("max_tweets") or settings["max_tweets_per_target"])
+        cursors = VariableCursors()
+        incidents = inspector_alerts.backlog_incidents(targets, cursors, int(settings["backlog_alert_runs"]))
+        if not incidents:
+            return {}
+        with _runner() as runner:
+            sender = AlertSender(runner, SmtpMailer(config.SMTP_CONN_ID), config.alert_recipients())
+            return inspector_alerts.send_backlog_alerts(sender, incidents, bound)
 
     @task(trigger_rule=TriggerRule.ALL_DONE, execution_timeout=timedelta(minutes=10))
     def aggregate(tasks: list[str] | None) -> dict:
@@ -134,6 +156,7 @@ def tweet_inspector():
 
     targets, tasks = load_targets(), served_tasks()
     results = inspect.partial(tasks=tasks).expand(target=targets)
+    results >> alert_backlog(targets)
     stats = aggregate(tasks)
     results >> stats
     alerts = alert_negative(stats)

@@ -121,6 +121,28 @@ def test_the_per_run_bound_keeps_the_newest_tweets(x_api):
     assert x_api.calls(SEARCH)[0].query["max_results"] == "10"  # the API's minimum page
 
 
+def test_a_bounded_window_fetch_sends_until_id_and_keeps_the_newest(x_api):
+    x_api.script(SEARCH, Reply(200, recorded("search_recent_page1")))
+    result = source_for(x_api).fetch(
+        QUERY, 1897300000000000001, 2, Deadline(60), until_id=1897300000000000500
+    )
+    (call,) = x_api.calls(SEARCH)
+    assert call.query["until_id"] == "1897300000000000500" and call.query["since_id"] == "1897300000000000001"
+    assert result.truncated and result.kept == "newest"  # the rest is older than 1897300000000000377
+    assert [t.id for t in result.tweets] == [1897300000000000377, 1897300000000000412]
+
+
+def test_the_replay_keeps_the_oldest_and_honours_until_id():
+    source = ReplaySource(DEFAULT_REPLAY_FILE, anchor=datetime(2026, 6, 1, 12, tzinfo=UTC))
+    every = source.fetch(QUERY, None, 10_000, Deadline(60)).tweets
+    cut = every[30].id
+    window = source.fetch(QUERY, every[9].id, 10, Deadline(60), until_id=cut)
+    assert window.kept == "oldest" and window.truncated
+    assert [t.id for t in window.tweets] == [t.id for t in every[10:20]]
+    rest = source.fetch(QUERY, every[19].id, 100, Deadline(60), until_id=cut)
+    assert [t.id for t in rest.tweets] == [t.id for t in every[20:30]] and not rest.truncated
+
+
 def test_account_timeline(x_api):
     x_api.script(USER, Reply(200, recorded("user_orbly")))
     x_api.script(TIMELINE, Reply(200, recorded("users_tweets")))

@@ -1,5 +1,6 @@
 """tweet_inspector end to end: replay and tweepy (recorded X API v2 responses) sources, idempotent
-re-runs, the cursor commit point, MLflow statistics, negative-sentiment alerts and the digest."""
+re-runs, the cursor commit point, bursts beyond the per-run bound (backfill, backlog alert), MLflow
+statistics, negative-sentiment alerts and the digest."""
 
 from __future__ import annotations
 
@@ -7,13 +8,13 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from tweetpulse_dags.cursors import variable_key
+from tweetpulse_dags.cursors import backfill_key, variable_key
 from tweetpulse_dags.sources.base import Deadline, Target
 from tweetpulse_dags.sources.factory import DEFAULT_REPLAY_FILE
 from tweetpulse_dags.sources.replay import ReplaySource
 
 from tests.airflow.conftest import fast, states, stored_variable, xcom
-from tests.airflow.fake_x_api import FakeXApi, Reply, recorded
+from tests.airflow.fake_x_api import Corpus, FakeXApi, Reply, recorded
 
 ANCHOR = datetime(2026, 3, 10, 18, 0, tzinfo=UTC)
 REPLAY_TARGETS = [Target("query", "orbly -is:retweet lang:en"), Target("account", "orbly")]
@@ -210,3 +211,84 @@ def test_since_id_stays_when_the_commit_fails(dagbag, runner, mailbox, variables
     assert states(run)["inspect[0]"] == "failed" and str(run.state) == "failed"
     assert stored_variable(variable_key(Target("query", "zzcommit"))) is None
     assert runner.sql("SELECT count(*) FROM tweets WHERE text LIKE 'zzcommit%%'")[0][0] == 0
+
+
+BURST_BASE = 1_910_000_000_000_000_000
+
+
+def _stored_ids(runner, ids) -> set[int]:
+    return {r[0] for r in runner.sql("SELECT tweet_id FROM tweets WHERE tweet_id = ANY(%s)", list(ids))}
+
+
+def _assert_since_id_passes_no_unfetched_tweet(runner, target, ids) -> None:
+    since = stored_variable(variable_key(target))
+    if since is not None:
+        below = {i for i in ids if i <= int(since)}
+        assert below <= _stored_ids(runner, below), f"since_id {since} passed an unfetched tweet"
+
+
+def _backlog_mails(mailbox) -> list[str]:
+    keys = [m["X-Tweetpulse-Alert-Key"] for m in mailbox.messages]
+    return [k for k in keys if k and k.startswith("backlog:")]
+
+
+def test_a_burst_beyond_the_bound_is_stored_over_later_runs_once_each(
+    dagbag, runner, mailbox, variables, x_api, monkeypatch
+):
+    from airflow.models import Variable
+
+    target = Target("query", "orbly burst")
+    monkeypatch.setenv("AIRFLOW_VAR_TWEETPULSE_WATCH", json.dumps([{"query": target.value}]))
+    corpus = Corpus()
+    corpus.post(range(BURST_BASE + 1, BURST_BASE + 351), when=ANCHOR - timedelta(hours=2))
+    x_api.serve(SEARCH, corpus)
+    Variable.set(variable_key(target), str(BURST_BASE))  # everything before the burst is stored
+    dag = fast(dagbag.get_dag("tweet_inspector"))
+    conf = {"source": "x", "max_tweets": 100, "digest": "skip"}
+
+    fetched, stored = [], []
+    for n in range(4):
+        run = dag.test(logical_date=ANCHOR + timedelta(hours=n), run_conf=conf)
+        assert set(states(run).values()) == {"success"}, states(run)
+        fetched.append(xcom(run, "inspect", map_index=0)["fetched"])
+        stored.append(len(_stored_ids(runner, corpus.tweets)))
+        _assert_since_id_passes_no_unfetched_tweet(runner, target, corpus.tweets)
+        if n == 0:
+            assert json.loads(stored_variable(backfill_key(target)))["until_id"] == str(BURST_BASE + 251)
+            assert stored_variable(variable_key(target)) == str(BURST_BASE)
+
+    assert fetched == [100, 100, 100, 50] and stored == [100, 200, 300, 350]
+    ids = list(corpus.tweets)
+    assert _count(runner, "tweets", set(ids)) == 350 and _count(runner, "predictions", set(ids)) == 350
+    assert runner.sql("SELECT count(*) FROM tweet_sources WHERE tweet_id = ANY(%s)", ids)[0][0] == 350
+    assert stored_variable(variable_key(target)) == str(BURST_BASE + 350)
+    assert stored_variable(backfill_key(target)) is None  # no backlog left
+    assert _backlog_mails(mailbox) == []  # a burst that drains within backlog_alert_runs is no incident
+
+
+def test_a_backlog_that_keeps_growing_alerts_once(dagbag, runner, mailbox, variables, x_api, monkeypatch):
+    target = Target("query", "orbly flood")
+    monkeypatch.setenv("AIRFLOW_VAR_TWEETPULSE_WATCH", json.dumps([{"query": target.value}]))
+    monkeypatch.setenv("AIRFLOW_VAR_TWEETPULSE_INSPECTOR", json.dumps({"backlog_alert_runs": 2}))
+    corpus = Corpus()
+    x_api.serve(SEARCH, corpus)
+    dag = fast(dagbag.get_dag("tweet_inspector"))
+    conf = {"source": "x", "max_tweets": 10, "digest": "skip"}
+
+    outcomes, runs = [], []
+    for n in range(3):  # 25 new tweets an hour, 10 fetched an hour
+        start = BURST_BASE + 1_000 + 25 * n
+        corpus.post(range(start, start + 25), when=ANCHOR + timedelta(hours=n, minutes=-30))
+        run = dag.test(logical_date=ANCHOR + timedelta(hours=n), run_conf=conf)
+        assert set(states(run).values()) == {"success"}, states(run)
+        runs.append(xcom(run, "inspect", map_index=0)["backlog_runs"])
+        outcomes.append(xcom(run, "alert_backlog"))
+        _assert_since_id_passes_no_unfetched_tweet(runner, target, corpus.tweets)
+
+    assert runs == [1, 2, 3]
+    key = f"backlog:{target.slug}:start-20260310T1800"  # it began with the first run
+    assert outcomes == [{}, {key: "sent"}, {key: "already_sent"}]
+    assert _backlog_mails(mailbox) == [key]
+    (mail,) = [m for m in mailbox.messages if m["X-Tweetpulse-Alert-Key"] == key]
+    assert "Inspector backlog for query:orbly flood" in mail["Subject"]
+    assert "max_tweets_per_target" in mailbox.body(mail)

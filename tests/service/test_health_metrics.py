@@ -21,7 +21,7 @@ def test_live_answers_at_once_and_ready_waits_for_a_model(service_settings):
             assert first.headers["Retry-After"] and first.json()["status"] == "not_ready"
     with serve(service_settings) as server, server.client() as c:
         body = c.get("/health/ready").json()
-        assert body["checks"] == {"startup": True, "model": True, "database": True}
+        assert body["checks"] == {"startup": True, "model": True, "database": True, "draining": False}
         assert body["models"] == {"sentiment": "tweetpulse-sentiment/1", "emotion": None}
 
 
@@ -33,7 +33,7 @@ def test_ready_is_503_without_any_champion(tmp_path, pg_server, tiny_bert):
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             r = c.get("/health/ready")
-            if r.json()["checks"]["startup"]:
+            if r.json()["checks"]["startup"] and r.json()["components"]["models_loaded"]:
                 break
             time.sleep(0.05)
         assert r.status_code == 503 and r.json()["checks"]["model"] is False

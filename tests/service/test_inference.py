@@ -62,7 +62,7 @@ def test_concurrent_requests_share_forward_passes_and_keep_their_own_answers(liv
     texts = _unseen(TEXTS)
 
     async def run() -> list[dict]:
-        async with httpx.AsyncClient(base_url=live.url, timeout=30) as c:
+        async with httpx.AsyncClient(base_url=live.url, timeout=30, headers=live.client().headers) as c:
             rs = await asyncio.gather(*[c.post("/inference", json={"messages": [t] * 3}) for t in texts])
         return [r.json() for r in rs]
 

@@ -53,6 +53,9 @@ def test_a_reload_loads_on_a_thread_that_does_not_outlive_it():
         batch_pass_size=8,
         batch_max_wait_ms=0,
         inference_cache_size=0,
+        max_queued_texts=0,
+        max_queue_wait_s=0,
+        reload_timeout_s=60,
     )
     loaded = {}
 

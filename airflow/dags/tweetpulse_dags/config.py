@@ -27,6 +27,7 @@ VAR_REPLAY_FILE = "tweetpulse_replay_file"
 VAR_REPLY = "tweetpulse_reply"
 VAR_MLFLOW_UI = "tweetpulse_mlflow_ui_url"
 SINCE_ID_PREFIX = "tweetpulse_since_id__"
+BACKFILL_PREFIX = "tweetpulse_backfill__"
 
 DEFAULT_WATCH: list[dict[str, str]] = [{"query": "orbly -is:retweet lang:en"}, {"account": "orbly"}]
 DEFAULT_ALERT_TO = "tweetpulse-alerts@localhost"
@@ -53,6 +54,7 @@ DEFAULT_INSPECTOR: dict[str, Any] = {
     "digest_hour_utc": 7,  # the daily digest goes out with the first run at or after this hour
     "summary_per_class": 3,  # tweets quoted per class in alert and digest summaries
     "replay_shift_to_now": True,  # replayed tweets are moved in time so the newest is "now"
+    "backlog_alert_runs": 6,  # alert once when a target still has unfetched tweets after this many runs
 }
 
 DEFAULT_REPLY: dict[str, Any] = {"enabled": False, "dry_run": True}

@@ -1,19 +1,25 @@
 """One inspector pass over one watched account/query: fetch, store, classify, store, advance the cursor.
 
-Every write goes to the ModelRunner, which commits it before answering; ``since_id`` moves only after
+Every write goes to the ModelRunner, which commits it before answering; the cursor moves only after
 the last write succeeded, so a failure anywhere (or a retry) refetches the same tweets, and the
 idempotent upserts store each tweet and prediction once.
+
+A run fetches at most ``max_tweets_per_target``. When more are waiting, nothing is dropped: the X API
+pages newest first, so the run stores the newest ones and records the older rest as a backfill
+window ``(since_id, until_id)`` (cursors.py); the next runs drain that window first, then read what
+came in meanwhile. ``since_id`` only ever moves over ranges that were fetched in full.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from tweetpulse_dags import config
-from tweetpulse_dags.cursors import CursorStore
+from tweetpulse_dags.cursors import Backfill, CursorStore
 from tweetpulse_dags.replies import reply_all, x_poster
 from tweetpulse_dags.runner_api import ModelRunner
 from tweetpulse_dags.sources.base import Deadline, FetchedTweet, Target, TweetSource, parse_targets
@@ -69,6 +75,90 @@ def classify_and_store(
     return counts, sentiment
 
 
+@dataclass
+class Progress:
+    """What one bounded run fetched and where the cursor stands once it is stored."""
+
+    tweets: list[FetchedTweet] = field(default_factory=list)
+    since_id: int | None = None  # every tweet at or below it is fetched
+    until_id: int | None = None  # with head_id: the window (since_id, until_id) is left to later runs
+    head_id: int | None = None
+    pending: bool = False  # the bound cut this run short: tweets are known to be left
+    requests: int = 0
+
+
+def fetch_bounded(
+    source: TweetSource,
+    target: Target,
+    since_id: int | None,
+    window: tuple[int, int] | None,
+    limit: int,
+    deadline: Deadline,
+) -> Progress:
+    """At most ``limit`` tweets: first the open backfill window (oldest backlog first, so it drains
+    before the X API's 7-day recent search forgets it), then with what is left of the budget the
+    tweets newer than everything stored. ``since_id`` moves only over ranges fetched in full."""
+    progress = Progress(since_id=since_id)
+    budget = limit
+    if window is not None:
+        until_id, head_id = window
+        got = source.fetch(target, since_id, budget, deadline, until_id=until_id)
+        progress.requests += got.requests
+        progress.tweets += got.tweets
+        budget -= len(got.tweets)
+        if got.truncated and got.tweets:
+            progress.pending = True
+            if got.kept == "newest":  # [oldest fetched, until_id) is stored: the window shrinks from above
+                progress.until_id, progress.head_id = min(t.id for t in got.tweets), head_id
+            else:  # (since_id, newest fetched] is stored: the window shrinks from below
+                progress.since_id = max(t.id for t in got.tweets)
+                progress.until_id, progress.head_id = until_id, head_id
+            return progress
+        progress.since_id = head_id  # the window is drained: everything up to the head is stored
+        if budget <= 0:
+            return progress
+    got = source.fetch(target, progress.since_id, budget, deadline)
+    progress.requests += got.requests
+    progress.tweets += got.tweets
+    newest = max((t.id for t in got.tweets), default=None)
+    if got.truncated and got.tweets:
+        progress.pending = True
+        if got.kept == "newest":  # the newest tweets are stored; the older ones become the window
+            progress.until_id, progress.head_id = min(t.id for t in got.tweets), newest
+            return progress
+    if newest is not None and (progress.since_id is None or newest > progress.since_id):
+        progress.since_id = newest
+    return progress
+
+
+def next_backfill(
+    before: Backfill | None,
+    progress: Progress,
+    *,
+    since_before: int | None,
+    run_id: str | None,
+    now: datetime,
+) -> Backfill | None:
+    """The backfill cursor after this run: None once nothing is known to be left."""
+    if not progress.pending:
+        return None
+    fetched = len(progress.tweets)
+    if before is None or before.runs == 0:
+        # the alert key of this backlog: where it began (a target read from scratch: when)
+        episode = str(since_before) if since_before is not None else f"start-{now:%Y%m%dT%H%M}"
+        return Backfill(progress.until_id, progress.head_id, 1, now.isoformat(), episode, fetched, run_id)
+    rerun = run_id is not None and run_id == before.last_run  # a retry or a cleared task: counted
+    return Backfill(
+        progress.until_id,
+        progress.head_id,
+        before.runs + (0 if rerun else 1),
+        before.started,
+        before.episode,
+        before.fetched + fetched,
+        run_id,
+    )
+
+
 def inspect_target(
     target: dict[str, str],
     *,
@@ -79,53 +169,88 @@ def inspect_target(
     settings: dict[str, Any],
     deadline: Deadline,
     reply_settings: dict[str, Any] | None = None,
+    run_id: str | None = None,
+    now: datetime | None = None,
 ) -> dict[str, Any]:
     """Returns counts only: tweet texts never go into XCom."""
     watched = Target(target["kind"], target["value"])  # type: ignore[arg-type]
     since_id = cursors.get(watched)
-    fetched = source.fetch(watched, since_id, int(settings["max_tweets_per_target"]), deadline)
+    keeps_backfill = hasattr(cursors, "get_backfill")
+    backfill: Backfill | None = cursors.get_backfill(watched) if keeps_backfill else None  # type: ignore[attr-defined]
+    window = None
+    if backfill is not None and backfill.window_open:
+        if backfill.head_id is None or (since_id is not None and backfill.until_id <= since_id):
+            # since_id was moved (or reset) by hand past the window: nothing of it is left to fetch
+            log.warning("%s: backfill window below %s is stale; dropping it", watched.key, backfill.until_id)
+        else:
+            window = (backfill.until_id, backfill.head_id)
+    limit = int(settings["max_tweets_per_target"])
+    progress = fetch_bounded(source, watched, since_id, window, limit, deadline)
+    if progress.until_id is not None and not keeps_backfill:
+        raise TypeError(f"{type(cursors).__name__} cannot keep the backfill window that {source.name} needs")
+    tweets = sorted({t.id: t for t in progress.tweets}.values(), key=lambda t: t.id)
     report: dict[str, Any] = {
         "target": watched.key,
         "source": source.name,
         "since_id_before": str(since_id) if since_id else None,
-        "fetched": len(fetched.tweets),
-        "truncated": fetched.truncated,
-        "x_api_requests": fetched.requests,
+        "fetched": len(tweets),
+        "truncated": progress.pending,
+        "backfill_window": [str(window[0]), str(window[1])] if window else None,
+        "x_api_requests": progress.requests,
     }
-    if fetched.truncated:
-        log.warning("%s: more than %d new tweets; stored the newest ones", watched.key, len(fetched.tweets))
-    if not fetched.tweets:
+    inserted, predictions = 0, {}
+    if tweets:
+        for part in chunks([t.to_api() for t in tweets], _WRITE_CHUNK):
+            inserted += int(runner.store_tweets(watched.key, list(part))["inserted"])
+        batch = int(settings["inference_batch"])
+        predictions, sentiment = classify_and_store(runner, tweets, tasks, batch)
+        if reply_settings and reply_settings.get("enabled"):
+            try:  # best effort, before the cursor moves: a retry answers what this attempt missed
+                reply_all(
+                    tweets,
+                    sentiment,
+                    settings=reply_settings,
+                    runner=runner,
+                    poster_factory=lambda: x_poster(deadline),
+                )
+            except Exception as exc:
+                log.error("replies failed for %s: %s", watched.key, exc)
+    # the commit point: everything fetched is stored. since_id first: it only moves over ranges
+    # fetched in full, and a crash before the backfill is written leaves a window at or below the new
+    # since_id, which the next run drops as stale; a window that is still open keeps its until_id.
+    if progress.since_id is not None and (since_id is None or progress.since_id > since_id):
+        cursors.set(watched, progress.since_id)
+    after = None
+    if keeps_backfill:
+        after = next_backfill(
+            backfill, progress, since_before=since_id, run_id=run_id, now=now or datetime.now(UTC)
+        )
+        if after != backfill:
+            cursors.set_backfill(watched, after)  # type: ignore[attr-defined]
+    since_after = progress.since_id if progress.since_id is not None else since_id
+    if progress.pending:
+        log.warning(
+            "%s: more than %d tweets waiting; stored %d, the rest is left to later runs"
+            " (since_id %s, backfill below %s, run %d of this backlog)",
+            watched.key,
+            limit,
+            len(tweets),
+            since_after,
+            progress.until_id,
+            after.runs if after else 1,
+        )
+    elif not tweets:
         log.info("%s: nothing newer than since_id %s", watched.key, since_id)
-        return {**report, "since_id_after": report["since_id_before"]}
-    inserted = 0
-    for part in chunks([t.to_api() for t in fetched.tweets], _WRITE_CHUNK):
-        inserted += int(runner.store_tweets(watched.key, list(part))["inserted"])
-    batch = int(settings["inference_batch"])
-    predictions, sentiment = classify_and_store(runner, fetched.tweets, tasks, batch)
-    if reply_settings and reply_settings.get("enabled"):
-        try:  # best effort, before the cursor moves: a retry answers what this attempt missed
-            reply_all(
-                fetched.tweets,
-                sentiment,
-                settings=reply_settings,
-                runner=runner,
-                poster_factory=lambda: x_poster(deadline),
-            )
-        except Exception as exc:
-            log.error("replies failed for %s: %s", watched.key, exc)
-    newest = fetched.newest_id
-    # the commit point: everything above is stored, so the cursor may move past these tweets
-    if newest is not None and (since_id is None or newest > since_id):
-        cursors.set(watched, newest)
-    log.info(
-        "%s: %d fetched, %d new, predictions %s", watched.key, len(fetched.tweets), inserted, predictions
-    )
+    if tweets:
+        log.info("%s: %d fetched, %d new, predictions %s", watched.key, len(tweets), inserted, predictions)
     return {
         **report,
         "new_tweets": inserted,
         "predictions": predictions,
-        "since_id_after": str(newest),
-        "newest_created_at": _newest_time(fetched.tweets),
+        "since_id_after": str(since_after) if since_after is not None else None,
+        "backfill_until_id": str(progress.until_id) if progress.until_id is not None else None,
+        "backlog_runs": after.runs if after else 0,
+        "newest_created_at": _newest_time(tweets),
     }
 
 

@@ -4,6 +4,9 @@ A source alerts when its negative share of the day is above ``negative_share``, 
 ``negative_jump`` above its trailing ``baseline_days`` baseline (volume-weighted), once it has
 ``min_volume`` tweets that day. Each alert and the digest quote what people said: class shares and
 the tweets nearest each class's embedding centroid (the ModelRunner's extractive summary).
+
+A target whose tweets outrun the per-run bound for ``backlog_alert_runs`` runs in a row alerts once
+per backlog: the inspector still fetches every tweet, but late.
 """
 
 from __future__ import annotations
@@ -14,8 +17,9 @@ from typing import Any
 
 from tweetpulse_dags import emails
 from tweetpulse_dags.alerting import Alert, AlertSender
+from tweetpulse_dags.cursors import BackfillStore
 from tweetpulse_dags.runner_api import ModelRunner
-from tweetpulse_dags.sources.base import slug_of
+from tweetpulse_dags.sources.base import Target, slug_of
 
 log = logging.getLogger(__name__)
 NEGATIVE = "negative"
@@ -126,3 +130,72 @@ def send_digest(
     title = f"Daily digest {day}: {overall['volume']} tweets"
     html = emails.page(title, intro=f"Tweets from {since[:16]} to {until[:16]} UTC.", sections=sections)
     return sender.send_once(Alert(f"digest:{day}", "digest", f"[tweetpulse] {title}", html, title))
+
+
+def backlog_incidents(targets: list[dict], cursors: BackfillStore, alert_runs: int) -> list[dict[str, Any]]:
+    """Targets whose unfetched tweets outlasted ``alert_runs`` runs: the per-run bound does not keep up.
+
+    One incident per backlog (the key holds the ``since_id`` it began at): a backlog that drains and
+    later builds up again is a new incident; one that keeps growing mails once.
+    """
+    if alert_runs <= 0:
+        return []
+    found = []
+    for raw in targets:
+        target = Target(raw["kind"], raw["value"])  # type: ignore[arg-type]
+        backfill = cursors.get_backfill(target)
+        if backfill is None or backfill.runs < alert_runs:
+            continue
+        found.append(
+            {
+                "key": f"backlog:{target.slug}:{backfill.episode}",
+                "found_by": target.key,
+                "runs": backfill.runs,
+                "started": backfill.started,
+                "fetched": backfill.fetched,
+                "since_id": cursors.get(target),
+                "until_id": backfill.until_id,
+            }
+        )
+    return found
+
+
+def backlog_alert(incident: dict[str, Any], max_per_run: int) -> Alert:
+    title = f"Inspector backlog for {incident['found_by']}: {incident['runs']} runs behind"
+    since = incident["since_id"]
+    if incident["until_id"] is not None:
+        left = f"ids between {since if since is not None else 'the start'} and {incident['until_id']}"
+        left += ", and anything newer than the stored ones"
+    else:
+        left = f"ids above {since}"
+    facts = [
+        ("Source", incident["found_by"]),
+        ("Behind since (run time, UTC)", incident["started"]),
+        ("Runs that hit the bound", incident["runs"]),
+        ("Tweets fetched meanwhile", incident["fetched"]),
+        ("Bound per run", max_per_run),
+        ("Every tweet stored up to id", since if since is not None else "none"),
+        ("Still to fetch", left),
+    ]
+    intro = (
+        "More tweets arrive than the inspector fetches per run, so its backlog is not draining."
+        " Nothing is skipped, but it is stored late, and the X API recent search only reaches back"
+        " 7 days: raise max_tweets_per_target (Variable tweetpulse_inspector) or run more often."
+    )
+    html = emails.page(title, intro=intro, facts=facts)
+    summary = f"{title}; {incident['fetched']} tweets fetched since {incident['started']}"
+    return Alert(incident["key"], "inspector-backlog", f"[tweetpulse] {title}", html, summary)
+
+
+def send_backlog_alerts(sender: AlertSender, incidents: list[dict], max_per_run: int) -> dict[str, str]:
+    outcomes = {}
+    for incident in incidents:
+        log.warning(
+            "%s: backlog for %d runs (%d tweets fetched since %s)",
+            incident["found_by"],
+            incident["runs"],
+            incident["fetched"],
+            incident["started"],
+        )
+        outcomes[incident["key"]] = sender.send_once(backlog_alert(incident, max_per_run))
+    return outcomes

@@ -38,7 +38,12 @@ async def ready(state=Depends(get_state)):
     status = "not_ready" if not serving else ("ready" if database else "degraded")
     body = {
         "status": status,
-        "checks": {"model": state.models.any_loaded, "database": database, "draining": state.draining},
+        "checks": {
+            "startup": state.startup_done.is_set() and state.startup_error is None,
+            "model": state.models.any_loaded,
+            "database": database,
+            "draining": state.draining,
+        },
         "components": components,
         "models": components["models"],
     }

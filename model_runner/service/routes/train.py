@@ -38,7 +38,13 @@ class TrainRequest(BaseModel):
     @field_validator("dataset")
     @classmethod
     def _dataset_exists(cls, value: str | None) -> str | None:
-        if value is None or Path(value).exists() or _HUB_ID.match(value):
+        if value is None or _HUB_ID.match(value):
+            return value
+        try:
+            exists = Path(value).exists()
+        except (OSError, ValueError):  # a name too long for the file system, a NUL byte
+            exists = False
+        if exists:
             return value
         raise ValueError(f"dataset {value!r} is neither an existing path nor a Hub dataset id")
 

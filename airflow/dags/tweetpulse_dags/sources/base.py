@@ -74,9 +74,18 @@ class FetchedTweet:
 
 @dataclass
 class FetchResult:
+    """Tweets of the window ``(since_id, until_id)``, oldest first.
+
+    When the bound was reached before the source ran dry (``truncated``), ``kept`` says which end of
+    the window was fetched: "newest" (the X API pages newest first: every tweet from the oldest one
+    here up to ``until_id`` is fetched, older ones are not) or "oldest" (the replay: every tweet from
+    ``since_id`` up to the newest one here is fetched, newer ones are not).
+    """
+
     tweets: list[FetchedTweet] = field(default_factory=list)
     truncated: bool = False  # the per-run bound was reached before the source ran dry
     requests: int = 0
+    kept: Literal["newest", "oldest"] = "oldest"
 
     @property
     def newest_id(self) -> int | None:
@@ -97,6 +106,13 @@ class Deadline:
 class TweetSource(Protocol):
     name: str
 
-    def fetch(self, target: Target, since_id: int | None, limit: int, deadline: Deadline) -> FetchResult:
-        """Tweets newer than ``since_id``, at most ``limit``, oldest first."""
+    def fetch(
+        self,
+        target: Target,
+        since_id: int | None,
+        limit: int,
+        deadline: Deadline,
+        until_id: int | None = None,
+    ) -> FetchResult:
+        """Tweets newer than ``since_id`` (and older than ``until_id``), at most ``limit``, oldest first."""
         ...

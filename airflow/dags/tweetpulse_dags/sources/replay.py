@@ -1,7 +1,8 @@
 """Replay: tweets streamed from a local JSON Lines file, so the inspector runs end to end offline.
 
 Each line is ``{"id", "text", "author", "created_at"}``. A run returns the oldest matching tweets newer
-than ``since_id`` (at most ``limit``), so successive runs walk through the file like a live stream.
+than ``since_id`` (at most ``limit``), so successive runs walk through the file like a live stream and
+a bounded run never leaves a gap: ``since_id`` moves to the newest tweet returned.
 Times can be shifted so the file's newest tweet lands at the run's time: "the last 7 days" then
 always has data. A query matches like a simple X search: every plain term (quotes keep phrases)
 must occur, ``-term`` must not, and operators such as ``lang:en`` are ignored.
@@ -83,12 +84,23 @@ class ReplaySource:
             FetchedTweet(t.id, t.text, t.author, t.created_at + delta if t.created_at else None) for t in rows
         ]
 
-    def fetch(self, target: Target, since_id: int | None, limit: int, deadline: Deadline) -> FetchResult:
+    def fetch(
+        self,
+        target: Target,
+        since_id: int | None,
+        limit: int,
+        deadline: Deadline,
+        until_id: int | None = None,
+    ) -> FetchResult:
         if target.kind == "account":
             wanted = target.value.lower()
             matching = [t for t in self.tweets if (t.author or "").lower() == wanted]
         else:
             matches = query_matcher(target.value)
             matching = [t for t in self.tweets if matches(t.text)]
-        newer = [t for t in matching if since_id is None or t.id > since_id]
-        return FetchResult(tweets=newer[:limit], truncated=len(newer) > limit, requests=0)
+        newer = [
+            t
+            for t in matching
+            if (since_id is None or t.id > since_id) and (until_id is None or t.id < until_id)
+        ]
+        return FetchResult(tweets=newer[:limit], truncated=len(newer) > limit, requests=0, kept="oldest")

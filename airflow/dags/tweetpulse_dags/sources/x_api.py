@@ -84,8 +84,18 @@ class XApiSource:
     def from_credentials(cls, creds: XCredentials) -> XApiSource:
         return cls(build_client(creds.bearer_token, base_url=creds.base_url, timeout_s=creds.timeout_s))
 
-    def fetch(self, target: Target, since_id: int | None, limit: int, deadline: Deadline) -> FetchResult:
-        result = FetchResult()
+    def fetch(
+        self,
+        target: Target,
+        since_id: int | None,
+        limit: int,
+        deadline: Deadline,
+        until_id: int | None = None,
+    ) -> FetchResult:
+        """The newest ``limit`` tweets of ``(since_id, until_id)``: the API pages newest first, so a
+        bounded fetch covers ``[oldest returned, until_id)`` and leaves the older rest of the window
+        (``kept="newest"``) to a later fetch with ``until_id`` = the oldest id returned."""
+        result = FetchResult(kept="newest")
         author_of: dict[int, str] = {}
         if target.kind == "account":
             user = call_within_budget(lambda: self.client.get_user(username=target.value), deadline)
@@ -101,6 +111,7 @@ class XApiSource:
                     lambda size=size, token=token: self.client.get_users_tweets(
                         user_id,
                         since_id=since_id,
+                        until_id=until_id,
                         max_results=size,
                         pagination_token=token,
                         tweet_fields=TWEET_FIELDS,
@@ -113,6 +124,7 @@ class XApiSource:
                     lambda size=size, token=token: self.client.search_recent_tweets(
                         target.value,
                         since_id=since_id,
+                        until_id=until_id,
                         max_results=size,
                         next_token=token,
                         tweet_fields=TWEET_FIELDS,
