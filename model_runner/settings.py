@@ -203,6 +203,41 @@ class Settings(BaseSettings):
     hub_timeout_s: float = Field(default=60.0, gt=0, description="Timeout per Hub HTTP call.")
     hub_retries: int = Field(default=3, ge=0, le=10, description="Retries of a failed Hub push (backoff).")
 
+    # --- training jobs: leases, heartbeats, reconciliation (hardening) -------------------------------
+    job_lease_s: float = Field(
+        default=60.0,
+        ge=4,
+        description="Training job lease: the worker renews it every lease/4 seconds; a job whose worker has"
+        " not renewed it for this long is failed by whichever process notices (service, POST /train).",
+    )
+    job_db_retry_max_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Longest pause between retries when a job watcher or worker meets a database error"
+        " (exponential backoff from 0.5 s); the watcher retries until the database answers.",
+    )
+    job_sweep_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="How often the service fails jobs whose lease expired and retries a pending reload.",
+    )
+    job_recover_mode: Literal["adopt", "kill"] = Field(
+        default="adopt",
+        description="At start-up, a training worker of this host that outlived the service is adopted"
+        " (watched again; the job goes on) or killed (its process group; the job fails as interrupted).",
+    )
+    train_worker_stop_grace_s: float = Field(
+        default=10.0,
+        ge=0,
+        description="On shutdown the training worker's process group gets SIGTERM, then SIGKILL after this.",
+    )
+    train_data_roots: str = Field(
+        default="",
+        description="Folders (comma-separated) whose files POST /train may name as `dataset`; empty = the"
+        " shared datasets folder ../shared/datasets, the folders holding sentiment_data and emotion_data,"
+        " and home. Symlinks and `..` are resolved first; Hub dataset ids are always allowed.",
+    )
+
     # --- registry and MLflow robustness (hardening) --------------------------------------------------
     mlflow_timeout_s: int = Field(
         default=10,

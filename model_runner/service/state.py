@@ -30,7 +30,9 @@ class ServiceState:
         # one thread for every forward pass: batches queue instead of fighting over the cores
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
         self.jobs = TrainingSupervisor(
-            settings, JobStore(lambda: self.components.db), on_success=self._after_training
+            settings,
+            JobStore(lambda: self.components.db, lease_s=settings.job_lease_s),
+            on_finished=self._after_training,
         )
         self.models = ModelManager(
             settings,
@@ -119,12 +121,16 @@ class ServiceState:
         self.metrics.reloads.labels(task, outcome).inc()
         return result
 
-    async def _after_training(self, job) -> dict:
-        if not (job.result or {}).get("promoted"):
-            return {"reloaded": False, "message": "not promoted: the served model stays"}
-        if job.task not in self.models.tasks:
-            return {"reloaded": False, "message": f"task {job.task} is not served here"}
-        return (await self.reload(job.task)).to_dict()
+    async def _after_training(self, job=None) -> dict:
+        """A training job ended (any state): converge the served model to the registry's champion and
+        return what the job's result records (``reload``, ``served_version``, ``promoted``, ``hub``).
+        ``None``: the supervisor's start-up sweep (Hub pushes the champion misses)."""
+        from model_runner.service import reconcile
+
+        if job is None:
+            await reconcile.at_startup(self)
+            return {}
+        return await reconcile.after_job(self, job)
 
     def begin_drain(self) -> None:
         """SIGTERM: readiness answers 503 from now on; the server lets in-flight requests finish."""

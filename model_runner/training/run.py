@@ -115,7 +115,11 @@ def run_training(
     extra_rows: Iterable[Mapping] | None = None,
     progress: ProgressFn | None = None,
     should_stop: Callable[[], bool] | None = None,
+    before_promote: Callable[[], None] | None = None,
+    on_promoted: Callable[[str], None] | None = None,
 ) -> TrainOutcome:
+    """``before_promote`` may raise to keep the alias where it is (a training job checks its lease);
+    ``on_promoted(version)`` runs right after the alias moved, before anything else can fail."""
     settings = components.settings
     started = time.perf_counter()
     timings: dict[str, float] = {}
@@ -318,7 +322,11 @@ def run_training(
         if should_stop and should_stop():
             raise InterruptedError("training cancelled")
         if gate.promote:
+            if before_promote:
+                before_promote()
             registry.promote(task.name, version.version)
+            if on_promoted:
+                on_promoted(version.version)
         mlflow.set_tags(
             {"gate.decision": "promoted" if gate.promote else "rejected", "model_version": version.version}
         )

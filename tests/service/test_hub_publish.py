@@ -37,7 +37,7 @@ def _settings(fresh_settings, hub, **extra):
 
 def test_a_promoted_model_is_pushed_with_its_card_and_the_commit_is_recorded(fresh_settings, hub, tmp_path):
     settings = _settings(fresh_settings, hub)
-    data = str(make_dataset(tmp_path / "v2", seed=5))
+    data = str(make_dataset(fresh_settings.resolved_home() / "data" / "v2", seed=5))
     with serve(settings) as server, server.client() as c:
         job_id = c.post("/train", json={"dataset": data}, headers=server.admin()).json()["job_id"]
         job = wait_for_job(c, job_id)
@@ -74,7 +74,7 @@ def test_a_promoted_model_is_pushed_with_its_card_and_the_commit_is_recorded(fre
 def test_a_failed_push_is_reported_but_the_promotion_stands(fresh_settings, hub, tmp_path):
     settings = _settings(fresh_settings, hub, hub_retries=0)
     hub.fail_next("commit", n=5, status=503)
-    data = str(make_dataset(tmp_path / "v2", seed=5))
+    data = str(make_dataset(fresh_settings.resolved_home() / "data" / "v2", seed=5))
     with serve(settings) as server, server.client() as c:
         job_id = c.post("/train", json={"dataset": data}, headers=server.admin()).json()["job_id"]
         job = wait_for_job(c, job_id)

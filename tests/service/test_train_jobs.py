@@ -16,7 +16,7 @@ from tests.service.conftest import make_dataset, serve, wait_for_job
 def test_two_concurrent_trainings_give_one_202_and_one_409_then_the_job_promotes_and_reloads(
     fresh_settings, tmp_path
 ):
-    data = str(make_dataset(tmp_path / "v2", seed=5))
+    data = str(make_dataset(fresh_settings.resolved_home() / "data" / "v2", seed=5))
     with serve(fresh_settings) as server:
 
         async def both():
@@ -54,7 +54,7 @@ def test_two_concurrent_trainings_give_one_202_and_one_409_then_the_job_promotes
 
 
 def test_a_failing_job_reports_its_error_and_leaves_the_champion(fresh_settings, tmp_path):
-    bad = tmp_path / "bad.jsonl"
+    bad = fresh_settings.resolved_home() / "bad.jsonl"
     bad.write_text('{"text": "only one class here", "label": "positive"}\n' * 3)
     with serve(fresh_settings) as server, server.client() as c:
         r = c.post("/train", json={"dataset": str(bad)}, headers=server.admin())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import datetime
 from typing import Any
 
 from tweetpulse_dags import emails
@@ -19,6 +20,9 @@ log = logging.getLogger(__name__)
 
 SUCCESS_TASK, FAILURE_TASK = "report_success", "alert_failure"
 _HEADLINE = ("macro_recall", "macro_f1", "accuracy")
+# after a job ends the ModelRunner reconciles (reload, served version, Hub push retry) and then marks
+# the job ``settled``; a view without the field comes from an older ModelRunner and is settled as is
+SETTLE_GRACE_S = 300.0
 
 
 def training_request(params: dict[str, Any]) -> dict[str, Any]:
@@ -54,12 +58,24 @@ def poke(runner: ModelRunner, job: dict[str, Any], timeout_minutes: float) -> tu
     done = 100 * view["progress"]
     log.info("job %s: %s, stage %s, %.0f%%", view["job_id"], view["state"], view.get("stage"), done)
     if view["state"] in FINAL_STATES:
-        return True, {"state": view["state"]}
+        if view.get("settled", True) or _ended_seconds_ago(view) > SETTLE_GRACE_S:
+            return True, {"state": view["state"]}
+        log.info("job %s ended (%s); waiting for the ModelRunner to reconcile", view["job_id"], view["state"])
+        return False, None
     waited = time.time() - job["started_at"]
     if waited > timeout_minutes * 60:
         log.warning("job %s still %s after %.1f min: timing out", view["job_id"], view["state"], waited / 60)
         return True, {"state": "timed_out", "waited_minutes": round(waited / 60, 2)}
     return False, None
+
+
+def _ended_seconds_ago(view: dict[str, Any]) -> float:
+    """Seconds since the job's ``finished_at`` (the sensor keeps no state between pokes)."""
+    try:
+        finished = datetime.fromisoformat(view["finished_at"])
+    except (KeyError, TypeError, ValueError):
+        return float("inf")
+    return time.time() - finished.timestamp()
 
 
 def decide(runner: ModelRunner, job: dict[str, Any] | None, timeout_minutes: float) -> tuple[str, dict]:
@@ -88,6 +104,7 @@ def success_summary(view: TrainingJob) -> dict[str, Any]:
         "task": view.get("task"),
         "model_version": view.get("model_version"),
         "promoted": view.get("promoted"),
+        "served_version": view.get("served_version"),
         "metrics": {k: metrics[k] for k in _HEADLINE if k in metrics},
         "mlflow_run_id": view.get("mlflow_run_id"),
         "mlflow_run_url": view.get("mlflow_run_url"),
@@ -126,12 +143,31 @@ def failure_alert(outcome: dict[str, Any], run_id: str, mlflow_ui: str | None = 
         links = [f"<p>{emails.link(mlflow_ui, 'Open the MLflow UI')}</p>"]
     else:
         links = []
-    html = emails.page(
-        f"Weekly retrain {state}",
-        intro="The served model is unchanged: a failed, cancelled or timed-out training never replaces it.",
-        facts=facts,
-        sections=links,
-    )
+    served = outcome.get("served_version")
+    if outcome.get("promoted"):
+        version = outcome.get("model_version") or outcome.get("champion_version")
+        intro = (
+            f"The training ended {state} after it promoted version {version or '?'} to champion; the "
+            f"service now serves version {served or 'unknown'}."
+        )
+        facts.insert(1, ("Promoted", f"yes, version {version or '?'}"))
+    elif served:
+        intro = f"The served model is unchanged (version {served}): this training did not replace it."
+    else:
+        intro = "This training did not replace the served model."
+    facts.insert(2 if outcome.get("promoted") else 1, ("Served version", served or "unknown"))
+    if hub := outcome.get("hub_retry") or outcome.get("hub"):
+        facts.append(
+            ("Hub push", _hub_text(hub, retried="hub_retry" in outcome and bool(outcome["hub_retry"])))
+        )
+    html = emails.page(f"Weekly retrain {state}", intro=intro, facts=facts, sections=links)
     summary = f"training {state}: job {job_id or 'none'}: {error}"
     subject = f"[tweetpulse] Weekly retrain {state}: job {job_id or 'none'}"
     return Alert(key=key, kind="training", subject=subject, html=html, summary=summary[:500])
+
+
+def _hub_text(hub: dict[str, Any], *, retried: bool = False) -> str:
+    if hub.get("pushed"):
+        suffix = " (retried by the ModelRunner)" if retried else ""
+        return f"pushed to {hub.get('repo_id')} at {hub.get('commit_id')}{suffix}"
+    return f"not pushed: {hub.get('reason') or hub.get('error') or 'unknown'}"

@@ -14,11 +14,46 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from model_runner.jobs.training_jobs import ActiveJobExists, Job
 from model_runner.service.auth import require_admin
 from model_runner.service.deps import get_state
-from model_runner.service.errors import Conflict, NotFound
+from model_runner.service.errors import Conflict, NotFound, Unprocessable
 
 router = APIRouter(tags=["training"])
 
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+(:[\w.-]+)?$")
+_DATA_SUFFIXES = {".jsonl", ".json", ".csv", ".parquet", ".txt"}
+
+
+def allowed_data_roots(settings) -> list[Path]:
+    """Folders whose files a training request may name (``train_data_roots``, symlinks resolved)."""
+    if settings.train_data_roots.strip():
+        roots = [Path(r.strip()).expanduser() for r in settings.train_data_roots.split(",") if r.strip()]
+    else:
+        roots = [Path("../shared/datasets"), settings.resolved_home()]
+        for default in (settings.sentiment_data, settings.emotion_data):
+            path = Path(default).expanduser()
+            if path.exists():
+                roots.append(path.parent)
+    return list(dict.fromkeys(root.resolve() for root in roots))
+
+
+def check_dataset(value: str, settings) -> str:
+    """A path under an allowed root (returned resolved: the worker reads what was checked) or a Hub
+    dataset id; anything else is a 422 that does not say whether the path exists."""
+    try:
+        path = Path(value).expanduser()
+        exists = path.exists()
+        resolved = path.resolve()
+    except (OSError, ValueError, RuntimeError):
+        raise Unprocessable("dataset: not a usable path or Hub dataset id") from None
+    if exists:
+        if any(resolved.is_relative_to(root) for root in allowed_data_roots(settings)):
+            return str(resolved)
+        raise Unprocessable(
+            "dataset: only files under the allowed data folders (setting train_data_roots) or a Hub "
+            "dataset id 'owner/name' may be used"
+        )
+    if _HUB_ID.match(value) and Path(value.split(":")[0]).suffix.lower() not in _DATA_SUFFIXES:
+        return value
+    raise Unprocessable(f"dataset {value!r} is neither an existing path nor a Hub dataset id")
 
 
 class TrainRequest(BaseModel):
@@ -35,18 +70,13 @@ class TrainRequest(BaseModel):
     sample_fraction: float | None = Field(None, gt=0, le=1, description="Train on a stratified share.")
     include_feedback: bool = Field(True, description="Add labelled feedback rows to the training data.")
 
-    @field_validator("dataset")
+    @field_validator("adapters")
     @classmethod
-    def _dataset_exists(cls, value: str | None) -> str | None:
-        if value is None or _HUB_ID.match(value):
-            return value
-        try:
-            exists = Path(value).exists()
-        except (OSError, ValueError):  # a name too long for the file system, a NUL byte
-            exists = False
-        if exists:
-            return value
-        raise ValueError(f"dataset {value!r} is neither an existing path nor a Hub dataset id")
+    def _unique_adapters(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and len(set(value)) != len(value):
+            duplicates = sorted({a for a in value if value.count(a) > 1})
+            raise ValueError(f"each adapter may be named once; repeated: {', '.join(duplicates)}")
+        return value
 
 
 def job_view(job: Job, settings) -> dict:
@@ -64,13 +94,19 @@ def job_view(job: Job, settings) -> dict:
         "progress": round(float(job.progress), 4),
         "params": job.params,
         "metrics": job.metrics,
-        "model_version": job.model_version,
+        "model_version": job.model_version or result.get("model_version"),
         "promoted": result.get("promoted"),
         "gate": result.get("gate"),
         "mlflow_run_id": run_id,
         "mlflow_run_url": url,
         "hub": result.get("hub"),
+        "hub_retry": result.get("hub_retry"),
         "reload": result.get("reload"),
+        # what the reconciliation after the job found: the champion, what is served, whether the
+        # alias moved during the job (even when the job failed afterwards)
+        "champion_version": result.get("champion_version"),
+        "served_version": result.get("served_version"),
+        "settled": job.state not in ("queued", "running") and bool(result.get("reconciled_at")),
         "error": job.error,
         "cancel_requested": job.cancel_requested,
         "created_at": job.created_at.isoformat(),
@@ -89,6 +125,8 @@ def job_view(job: Job, settings) -> dict:
 async def start(body: TrainRequest | None = Body(None), state=Depends(get_state)):
     request = body or TrainRequest()
     params = request.model_dump(exclude_none=True, exclude={"task"})
+    if request.dataset is not None:
+        params["dataset"] = check_dataset(request.dataset, state.settings)
     try:
         job = await state.jobs.submit(request.task, params)
     except ActiveJobExists as exc:

@@ -1,0 +1,155 @@
+"""After a training job, whatever its end: the served model converges to the registry's champion.
+
+A job may fail after the ``champion`` alias moved (MLflow errors after the alias write, the worker
+SIGTERMed or killed there, the database gone for the final write). The alias is the truth, so the
+service does not trust the job's state: when a job ends in any state it reloads the task (a no-op
+when the champion is already served), records in the job's result what is really served
+(``served_version``), the champion (``champion_version``) and whether the alias moved during the job
+(``promoted``), and pushes the champion to the Hub when that push has not happened yet (the champion
+version carries no ``hub.commit_id`` tag for the configured repo): ``hub_retry`` in the result, next
+to the worker's own attempt in ``hub``. At start-up the same push check
+runs for every served task, and jobs that ended while no service was reconciling them are recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+from types import SimpleNamespace
+
+from fastapi.concurrency import run_in_threadpool
+
+from model_runner.settings import Settings
+
+log = logging.getLogger(__name__)
+
+RELOAD_ATTEMPTS = 3
+
+
+def champion_of(settings: Settings, task: str):
+    from model_runner.jobs.champion import registry_for
+
+    return registry_for(settings).champion(task)
+
+
+def push_pending(settings: Settings, task: str, champion) -> bool:
+    """The Hub is configured and the champion version has not been pushed to its repo."""
+    from model_runner.jobs.publish import hub_repo_for
+
+    repo = hub_repo_for(settings, task) if champion else None
+    if champion is None or repo is None:
+        return False
+    tags = champion.tags or {}
+    return not (tags.get("hub.commit_id") and tags.get("hub.repo_id") == repo)
+
+
+def push_champion(settings: Settings, task: str, champion) -> dict:
+    """Push a registered champion version (as the worker would have after the promotion)."""
+    from model_runner.jobs.champion import registry_for
+    from model_runner.jobs.publish import publish_to_hub
+    from model_runner.tasks import get_task
+
+    metrics: dict = {}
+    if champion.run_id:
+        try:
+            metrics = registry_for(settings).run_metrics(champion.run_id)
+        except Exception as exc:  # the card says less; the push still happens
+            log.warning("metrics of %s version %s unknown (%s)", task, champion.version, type(exc).__name__)
+    outcome = SimpleNamespace(
+        task=task,
+        model_version=str(champion.version),
+        run_id=champion.run_id,
+        metric=get_task(task, settings).metric,
+        metrics=metrics,
+        data={},
+        quantization={},
+    )
+    return publish_to_hub(settings, outcome)
+
+
+def _promoted(result: dict, champion_version: str | None, job_version: str | None) -> bool:
+    if result.get("promoted"):
+        return True
+    if champion_version is None:
+        return False
+    if job_version and str(job_version) == champion_version:
+        return True
+    # one job at a time: the alias moved during this job, so this job moved it (even when it died
+    # before it could say so)
+    return "champion_before" in result and result["champion_before"] != champion_version
+
+
+async def after_job(state, job) -> dict:
+    """Reload the job's task if its champion is not served, retry a missing Hub push; the result keys."""
+    settings = state.settings
+    task = job.task
+    result = job.result or {}
+    try:
+        champion = await run_in_threadpool(champion_of, settings, task)
+    except Exception as exc:
+        log.warning("champion of %s unknown after job %s (%s)", task, job.id, type(exc).__name__)
+        champion = None
+    champion_version = str(champion.version) if champion else None
+    promoted = _promoted(result, champion_version, job.model_version)
+    info: dict = {"champion_version": champion_version, "promoted": promoted}
+    if promoted and champion_version and not result.get("model_version"):
+        info["model_version"] = str(job.model_version or champion_version)
+    if task in state.models.tasks:
+        reload = None
+        for attempt in range(RELOAD_ATTEMPTS):
+            reload = (await state.reload(task)).to_dict()
+            served = state.models.get(task)
+            if champion_version is None or (served and str(served.version) == champion_version):
+                break
+            if attempt + 1 < RELOAD_ATTEMPTS:
+                await asyncio.sleep(2.0 * (attempt + 1))
+        info["reload"] = reload
+    else:
+        info["reload"] = {"reloaded": False, "message": f"task {task} is not served here"}
+    served = state.models.get(task)
+    info["served_version"] = str(served.version) if served else None
+    if champion is not None and push_pending(settings, task, champion):
+        log.warning("%s champion version %s is not on the Hub yet: pushing it", task, champion_version)
+        try:
+            hub = await run_in_threadpool(push_champion, settings, task, champion)
+        except Exception as exc:
+            hub = {"pushed": False, "error": f"{type(exc).__name__}"}
+        info["hub_retry"] = {**hub, "version": champion_version}
+    info["reconciled_at"] = datetime.now(UTC).isoformat()
+    return info
+
+
+async def at_startup(state) -> None:
+    """Once the start-up loaded the champions: push champions the Hub misses, and record the latest
+    job if it ended while no service reconciled it."""
+    for name in ("startup_done", "models_started"):
+        event = getattr(state, name, None)
+        if event is not None:
+            await event.wait()
+    settings = state.settings
+    for task in state.models.tasks:
+        try:
+            champion = await run_in_threadpool(champion_of, settings, task)
+            if champion is not None and push_pending(settings, task, champion):
+                log.warning(
+                    "start-up: %s champion version %s is not on the Hub: pushing it", task, champion.version
+                )
+                hub = await run_in_threadpool(push_champion, settings, task, champion)
+                log.info("start-up Hub push of %s version %s: %s", task, champion.version, hub)
+        except Exception as exc:
+            log.warning("start-up Hub check of %s skipped (%s)", task, type(exc).__name__)
+    store = state.jobs.store
+    try:
+        jobs = await run_in_threadpool(store.recent, 1)
+    except Exception as exc:
+        log.warning("start-up job reconciliation skipped (%s)", type(exc).__name__)
+        return
+    for job in jobs:
+        if job.state in ("queued", "running") or (job.result or {}).get("reconciled_at"):
+            continue
+        try:
+            info = await after_job(state, job)
+            await run_in_threadpool(store.merge_result, job.id, info)
+        except Exception as exc:
+            log.warning("start-up reconciliation of job %s skipped (%s)", job.id, type(exc).__name__)
