@@ -1,16 +1,18 @@
-"""FastAPI dependencies: how a route reaches the service's parts (all built in ``create_app``)."""
+"""FastAPI dependencies: how a route reaches the service's parts (all built in ``create_app``).
+
+Routes take the typed aliases (``state: StateDep``), never ``Depends(...)`` by hand.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Depends, Request
 
-if TYPE_CHECKING:
-    from model_runner.db import Database
-    from model_runner.service.state import ServiceState
-    from model_runner.settings import Settings
-    from model_runner.wiring import Components
+from model_runner.db import Database
+from model_runner.service.state import ServiceState
+from model_runner.settings import Settings
+from model_runner.wiring import Components
 
 
 def get_state(request: Request) -> ServiceState:
@@ -27,3 +29,9 @@ def get_components(request: Request) -> Components:
 
 def get_db(request: Request) -> Database:
     return request.app.state.runner.components.db
+
+
+StateDep = Annotated[ServiceState, Depends(get_state)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+ComponentsDep = Annotated[Components, Depends(get_components)]
+DbDep = Annotated[Database, Depends(get_db)]

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from model_runner.service.deps import get_state
+from model_runner.service.deps import StateDep
 from model_runner.service.text_input import SanitizingRoute
 
 router = APIRouter(tags=["health"], route_class=SanitizingRoute)
@@ -22,7 +22,7 @@ async def live() -> dict:
     summary="Ready for traffic: a model serves and the service is not draining; each component reported",
     responses={503: {"description": "not ready (loading, draining, or no model)"}},
 )
-async def ready(state=Depends(get_state)):
+async def ready(state: StateDep):
     """``ready`` (200): a model serves, the database answers; ``degraded`` (200): a model serves but the
     database does not (``/inference`` works, stored-data routes answer 503); ``not_ready`` (503):
     nothing to serve yet, or draining after SIGTERM."""

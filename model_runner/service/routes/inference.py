@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import math
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
 from model_runner.service.batcher import BadMessage, DeadlineExceeded, InferenceFailed, NotServing, Overloaded
-from model_runner.service.deps import get_state
+from model_runner.service.deps import StateDep
 from model_runner.service.disconnect import until_disconnected
 from model_runner.service.errors import (
     ModelNotLoaded,
@@ -65,7 +65,7 @@ class InferenceResponse(BaseModel):
         503: {"description": "no model, or no answer within the request deadline"},
     },
 )
-async def inference(body: InferenceRequest, request: Request, response: Response, state=Depends(get_state)):
+async def inference(state: StateDep, body: InferenceRequest, request: Request, response: Response):
     settings = state.settings
     if body.task not in state.models.batchers:
         raise Unprocessable(f"unknown task {body.task!r}; served tasks: {', '.join(state.models.tasks)}")

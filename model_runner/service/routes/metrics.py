@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from model_runner.service.deps import get_state
+from model_runner.service.deps import StateDep
 from model_runner.service.text_input import SanitizingRoute
 
 router = APIRouter(tags=["health"], route_class=SanitizingRoute)
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-async def metrics(state=Depends(get_state)):
+async def metrics(state: StateDep):
     if state.startup_done.is_set() and state.startup_error is None:
         counts = await run_in_threadpool(_job_counts, state)
         state.metrics.job_counts(counts)

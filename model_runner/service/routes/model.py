@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.concurrency import run_in_threadpool
 
 from model_runner.service.auth import require_admin
-from model_runner.service.deps import get_state
+from model_runner.service.deps import StateDep
 from model_runner.service.errors import ModelInvalid, ModelNotLoaded, Unprocessable
 from model_runner.service.text_input import SanitizingRoute
 
@@ -25,7 +25,7 @@ def _check_task(state, task: str) -> None:
 
 
 @router.get("/model", summary="The model serving a task")
-async def model(task: str = Query("sentiment"), state=Depends(get_state)):
+async def model(state: StateDep, task: str = Query("sentiment")):
     _check_task(state, task)
     served = state.models.get(task)
     if served is None:
@@ -35,7 +35,7 @@ async def model(task: str = Query("sentiment"), state=Depends(get_state)):
 
 
 @router.get("/model/tasks", summary="Every task and what serves it (null: nothing yet)")
-async def tasks(state=Depends(get_state)):
+async def tasks(state: StateDep):
     return {
         "tasks": {t: (m.describe() if (m := state.models.get(t)) else None) for t in state.models.tasks},
         "errors": dict(state.models.last_error),
@@ -43,9 +43,7 @@ async def tasks(state=Depends(get_state)):
 
 
 @router.get("/model/versions", summary="Registered versions of a task's model, newest first, with metrics")
-async def versions(
-    task: str = Query("sentiment"), limit: int = Query(10, ge=1, le=100), state=Depends(get_state)
-):
+async def versions(state: StateDep, task: str = Query("sentiment"), limit: int = Query(10, ge=1, le=100)):
     _check_task(state, task)
     return await run_in_threadpool(_versions, state.settings, task, limit)
 
@@ -76,7 +74,7 @@ def _versions(settings, task: str, limit: int) -> dict:
     dependencies=[Depends(require_admin)],
     summary="Load the current champion(s) beside the served model, validate, then swap atomically",
 )
-async def reload(task: str | None = Query(None), state=Depends(get_state)):
+async def reload(state: StateDep, task: str | None = Query(None)):
     if task is not None:
         _check_task(state, task)
     results = [await state.reload(t) for t in ([task] if task else state.models.tasks)]

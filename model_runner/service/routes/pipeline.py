@@ -29,7 +29,7 @@ from model_runner.pipeline.api_models import (
     TweetsRequest,
 )
 from model_runner.service.auth import require_admin
-from model_runner.service.deps import get_components, get_state
+from model_runner.service.deps import ComponentsDep, StateDep
 from model_runner.service.errors import Conflict, Unprocessable
 from model_runner.service.text_input import SafeStr, SanitizingRoute
 
@@ -48,7 +48,7 @@ def _window(since: datetime | None, until: datetime | None, default_days: float)
 
 
 @router.post("/tweets", dependencies=admin, summary="Upsert inspected tweets (idempotent by tweet id)")
-async def post_tweets(body: TweetsRequest, state=Depends(get_state)):
+async def post_tweets(state: StateDep, body: TweetsRequest):
     """Stores the tweets, then computes the vectors drift and summaries read (only missing ones)."""
     from model_runner.pipeline.tweets import Tweet, upsert_tweets
     from model_runner.pipeline.window import as_utc
@@ -82,7 +82,7 @@ def _embed_missing(components, texts: list[str]) -> int:
     dependencies=admin,
     summary="Upsert predictions of stored tweets; those below the review threshold join the review queue",
 )
-def post_predictions(body: PredictionsRequest, components=Depends(get_components)):
+def post_predictions(components: ComponentsDep, body: PredictionsRequest):
     from model_runner.pipeline.predictions import TweetPrediction, UnknownTweets, upsert_predictions
 
     preds = [TweetPrediction(p.tweet_id, p.label, p.scores) for p in body.predictions]
@@ -98,10 +98,10 @@ def post_predictions(body: PredictionsRequest, components=Depends(get_components
 
 @router.get("/review", summary="The review queue: inspected tweets the model was unsure about")
 def get_review(
+    components: ComponentsDep,
     task: TaskName = "sentiment",
     limit: int = Query(50, ge=1, le=1000),
     offset: int = Query(0, ge=0, le=MAX_OFFSET),
-    components=Depends(get_components),
 ):
     from model_runner.pipeline.review import list_review
 
@@ -111,7 +111,7 @@ def get_review(
 
 
 @router.post("/labels", dependencies=admin, summary="Labelled feedback: joins the next retrain")
-def post_labels(body: LabelsRequest, components=Depends(get_components)):
+def post_labels(components: ComponentsDep, body: LabelsRequest):
     from model_runner.pipeline.review import InvalidLabels, LabelItem, import_labels
     from model_runner.tasks import get_task
 
@@ -129,7 +129,7 @@ def post_labels(body: LabelsRequest, components=Depends(get_components)):
     dependencies=admin,
     summary="Recompute daily inspection statistics (per source and UTC day), store and log them to MLflow",
 )
-def post_daily_stats(body: DailyStatsRequest, components=Depends(get_components)):
+def post_daily_stats(components: ComponentsDep, body: DailyStatsRequest):
     from model_runner.pipeline.stats import compute_daily_stats, set_mlflow_run, store_daily_stats
     from model_runner.pipeline.stats_mlflow import EXPERIMENT, log_daily_stats
 
@@ -153,11 +153,11 @@ def post_daily_stats(body: DailyStatsRequest, components=Depends(get_components)
 
 @router.get("/stats/daily", summary="Stored daily inspection statistics")
 def get_daily_stats(
+    components: ComponentsDep,
     task: TaskName = "sentiment",
     days: int = Query(8, ge=1, le=366),
     until: SaneDate | None = None,
     found_by: SafeStr | None = Query(None, min_length=1, max_length=300),
-    components=Depends(get_components),
 ):
     from model_runner.pipeline.stats import read_daily_stats
 
@@ -178,7 +178,7 @@ def get_daily_stats(
     summary="Prepare drift's training reference: record the task's dataset if none is stored, embed"
     " what lacks a vector (feedback rows). GET /drift only reads what is there.",
 )
-async def prepare_drift_reference(task: TaskName = "sentiment", state=Depends(get_state)):
+async def prepare_drift_reference(state: StateDep, task: TaskName = "sentiment"):
     from model_runner.service.models import in_own_thread
 
     components = state.components
@@ -206,10 +206,10 @@ def _prepare_reference(components, task: str) -> dict:
 
 @router.get("/drift", summary="Recent tweets vs training data: centroid cosine distance and class shares")
 def get_drift(
+    components: ComponentsDep,
     task: TaskName = "sentiment",
     days: float = Query(7, gt=0, le=90),
     until: SaneDatetime | None = None,
-    components=Depends(get_components),
 ):
     """Reads only: tweets are embedded when stored, the reference by ``POST /drift/reference``."""
     from model_runner.pipeline.drift import drift_report
@@ -226,12 +226,12 @@ def get_drift(
 
 @router.get("/tweets/summary", summary="What people said: volume, class shares, tweets nearest each centroid")
 def get_summary(
+    components: ComponentsDep,
     task: TaskName = "sentiment",
     since: SaneDatetime | None = None,
     until: SaneDatetime | None = None,
     found_by: SafeStr | None = Query(None, min_length=1, max_length=300),
     per_class: int = Query(3, ge=1, le=20),
-    components=Depends(get_components),
 ):
     from model_runner.pipeline.summary import summarise
 
@@ -241,7 +241,7 @@ def get_summary(
 
 
 @router.post("/alerts/claim", dependencies=admin, summary="Claim an incident's alert: granted once")
-def claim_alert(body: ClaimRequest, components=Depends(get_components)):
+def claim_alert(components: ComponentsDep, body: ClaimRequest):
     claim = alerts.claim(components.db, body.key, body.kind, body.summary, lease_s=body.lease_s)
     out = asdict(claim)
     out["sent_at"] = claim.sent_at.isoformat() if claim.sent_at else None
@@ -249,29 +249,29 @@ def claim_alert(body: ClaimRequest, components=Depends(get_components)):
 
 
 @router.post("/alerts/confirm", dependencies=admin, summary="The claimed alert was sent")
-def confirm_alert(body: FinishRequest, components=Depends(get_components)):
+def confirm_alert(components: ComponentsDep, body: FinishRequest):
     if not alerts.confirm(components.db, body.key, body.token):
         raise Conflict(f"alert {body.key} is not claimed with this token")
     return {"key": body.key, "state": "sent"}
 
 
 @router.post("/alerts/release", dependencies=admin, summary="Sending failed: let a retry claim it again")
-def release_alert(body: FinishRequest, components=Depends(get_components)):
+def release_alert(components: ComponentsDep, body: FinishRequest):
     if not alerts.release(components.db, body.key, body.token):
         raise Conflict(f"alert {body.key} is not claimed with this token")
     return {"key": body.key, "state": "released"}
 
 
 @router.post("/alerts/resolve", dependencies=admin, summary="Conditions cleared: a recurrence alerts again")
-def resolve_alerts(body: ResolveRequest, components=Depends(get_components)):
+def resolve_alerts(components: ComponentsDep, body: ResolveRequest):
     return {"resolved": alerts.resolve(components.db, body.keys)}
 
 
 @router.get("/alerts", summary="Recent incidents of the alert ledger")
 def list_alerts(
+    components: ComponentsDep,
     kind: SafeStr | None = Query(None, max_length=50),
     limit: int = Query(50, ge=1, le=500),
-    components=Depends(get_components),
 ):
     rows = alerts.recent(components.db, kind=kind, limit=limit)
     iso = [{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in r.items()} for r in rows]

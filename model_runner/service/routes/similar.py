@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
-from model_runner.service.deps import get_state
+from model_runner.service.deps import StateDep
 from model_runner.service.errors import Unprocessable
 from model_runner.service.text_input import SanitizingRoute
 
@@ -25,7 +25,7 @@ class SimilarRequest(BaseModel):
 
 
 @router.post("/similar", summary="Nearest labelled tweets")
-async def similar(body: SimilarRequest, state=Depends(get_state)):
+async def similar(state: StateDep, body: SimilarRequest):
     if body.task not in state.models.tasks:
         raise Unprocessable(f"unknown task {body.task!r}; served tasks: {', '.join(state.models.tasks)}")
     components = state.components

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from model_runner.jobs.training_jobs import ActiveJobExists, Job
 from model_runner.service.auth import require_admin
-from model_runner.service.deps import get_state
+from model_runner.service.deps import StateDep
 from model_runner.service.errors import Conflict, NotFound, Unprocessable
 
 router = APIRouter(tags=["training"])
@@ -122,7 +122,7 @@ def job_view(job: Job, settings) -> dict:
     summary="Start a training job (cross-validation, final fit, gate, Hub push, hot reload)",
     responses={202: {"content": {"application/json": {"example": {"job_id": "…"}}}}, 409: {}},
 )
-async def start(body: TrainRequest | None = Body(None), state=Depends(get_state)):
+async def start(state: StateDep, body: TrainRequest | None = Body(None)):
     request = body or TrainRequest()
     params = request.model_dump(exclude_none=True, exclude={"task"})
     if request.dataset is not None:
@@ -135,13 +135,13 @@ async def start(body: TrainRequest | None = Body(None), state=Depends(get_state)
 
 
 @router.get("/train", summary="Recent training jobs, newest first")
-async def recent(limit: int = Query(20, ge=1, le=200), state=Depends(get_state)):
+async def recent(state: StateDep, limit: int = Query(20, ge=1, le=200)):
     jobs = await run_in_threadpool(state.jobs.store.recent, limit)
     return {"jobs": [job_view(j, state.settings) for j in jobs]}
 
 
 @router.get("/train/{job_id}", summary="State, stage, progress and outcome of a job")
-async def status(job_id: str, state=Depends(get_state)):
+async def status(state: StateDep, job_id: str):
     job = await run_in_threadpool(state.jobs.store.get, job_id)
     if job is None:
         raise NotFound(f"no training job {job_id}")
@@ -149,7 +149,7 @@ async def status(job_id: str, state=Depends(get_state)):
 
 
 @router.post("/train/{job_id}/cancel", dependencies=[Depends(require_admin)], summary="Cancel a job")
-async def cancel(job_id: str, state=Depends(get_state)):
+async def cancel(state: StateDep, job_id: str):
     job = await run_in_threadpool(state.jobs.store.get, job_id)
     if job is None:
         raise NotFound(f"no training job {job_id}")
