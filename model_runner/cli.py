@@ -72,9 +72,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from model_runner.jobs.champion import load_champion
     from model_runner.jobs.predict import predict_file
 
+    # the model as /inference serves it: same runtime (ONNX Runtime or torch), same int8 choice
     loaded = load_champion(get_settings(), args.task)
     n = predict_file(loaded, Path(args.input), Path(args.output))
-    print(f"wrote {n} predictions of {loaded.version.uri} to {args.output}", file=sys.stderr)
+    how = f" ({loaded.choice.precision}, {loaded.choice.runtime})" if loaded.choice else ""
+    print(f"wrote {n} predictions of {loaded.version.uri}{how} to {args.output}", file=sys.stderr)
     return 0
 
 

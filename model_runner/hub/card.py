@@ -196,7 +196,8 @@ individual people and not for content moderation without human review.
 def _how_to(info: dict) -> str:
     repo = info.get("repo_id") or "<owner>/<repo>"
     int8 = (
-        "\n`serving=True` re-applies the int8 dynamic quantization this version was validated with (CPU).\n"
+        "\n`load_for_serving` re-applies the int8 dynamic quantization this version was validated with"
+        " (CPU).\n"
         if info.get("serving") == "int8"
         else ""
     )
@@ -206,10 +207,10 @@ With the tweetpulse package:
 
 ```python
 from huggingface_hub import snapshot_download
-from model_runner.modeling.classifier import TweetClassifier
+from model_runner.modeling.serving import load_for_serving
 
 folder = snapshot_download("{repo}")
-model = TweetClassifier.load(folder, serving=True)
+model, choice = load_for_serving(folder)  # runtime="onnxruntime" serves as the service does
 print(model.predict(["what a great day!"]))
 ```
 {int8}

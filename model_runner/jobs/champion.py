@@ -1,4 +1,5 @@
-"""Load a task's champion from the MLflow registry, as it is served (int8 when that was chosen)."""
+"""Load a task's champion from the MLflow registry, as the service serves it (``load_for_serving``:
+int8 when training chose it, else ONNX Runtime or torch as ``serving_runtime`` says)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 
 from model_runner.errors import NoChampionError
 from model_runner.modeling.classifier import TweetClassifier, verify_files
+from model_runner.modeling.serving import ServingChoice, load_for_serving
 from model_runner.registry import ModelRegistry, ModelVersionInfo, apply_http_limits
 from model_runner.settings import Settings
 
@@ -17,6 +19,7 @@ class LoadedModel:
     model: TweetClassifier
     version: ModelVersionInfo
     folder: Path
+    choice: ServingChoice | None = None  # how it is served; None for the plain fp32 model (serving=False)
 
 
 def registry_for(settings: Settings) -> ModelRegistry:
@@ -29,7 +32,8 @@ def load_champion(
     settings: Settings, task: str, *, serving: bool = True, dst: Path | None = None
 ) -> LoadedModel:
     """The champion, refused (``UntrustedVersionError``) unless it passed the gate and its files are
-    the registered ones; the same checks as the service's reload."""
+    the registered ones; the same checks as the service's reload. ``serving``: loaded as the service
+    serves it (same runtime, same answers); ``False``: the fp32 torch model as saved."""
     registry = registry_for(settings)
     champion = registry.champion(task)
     if champion is None:
@@ -39,4 +43,9 @@ def load_champion(
         )
     folder = registry.download_verified(task, champion, dst=dst or Path(tempfile.mkdtemp(prefix="tp-model-")))
     verify_files(folder)
-    return LoadedModel(TweetClassifier.load(folder, serving=serving), champion, folder)
+    if not serving:
+        return LoadedModel(TweetClassifier.load(folder), champion, folder)
+    model, choice = load_for_serving(
+        folder, runtime=settings.serving_runtime, tag=f"{champion.name}/{champion.version}"
+    )
+    return LoadedModel(model, champion, folder, choice)

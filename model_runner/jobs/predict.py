@@ -37,6 +37,11 @@ def read_texts(path: Path) -> list[str]:
 
 
 def predict_file(loaded: LoadedModel, input_path: Path, output_path: Path, *, batch_size: int = 64) -> int:
+    """One JSON line (label, scores) per text of ``input_path``; returns how many were written.
+
+    ``loaded`` is the champion as ``load_champion`` serves it (``load_for_serving``, the same runtime as
+    the service), so the answers are those of ``/inference``.
+    """
     texts = read_texts(input_path)
     proba = loaded.model.predict_proba(texts, batch_size=batch_size)
     labels = loaded.model.labels

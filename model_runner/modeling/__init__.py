@@ -1,1 +1,2 @@
-"""The deployable classifier, its heads and its int8 serving variant."""
+"""The deployable classifier, its heads, its serving variants (int8, ONNX Runtime) and
+``serving.load_for_serving``, the one place that picks among them."""

@@ -8,8 +8,10 @@ safetensors only (no pickle):
     label_map.json                                    id2label / label2id
     tweetpulse.json                                   adapter config, labels, max length, serving choice
 
-The int8 serving variant is not stored: dynamic quantization is a deterministic function of the fp32
-weights, so ``tweetpulse.json`` records the choice and ``load(..., serving=True)`` re-applies it.
+This module is persistence and inference only. How a folder is served (fp32 torch, int8, ONNX Runtime)
+is decided in ``modeling/serving.py``: the int8 variant is not stored (dynamic quantization is a
+deterministic function of the fp32 weights), ``tweetpulse.json`` records the choice and
+``load_for_serving`` re-applies it.
 """
 
 from __future__ import annotations
@@ -173,9 +175,8 @@ class TweetClassifier(nn.Module):
         return folder
 
     @classmethod
-    def load(
-        cls, folder: Path, *, device: str | torch.device = "cpu", serving: bool = False
-    ) -> TweetClassifier:
+    def load(cls, folder: Path, *, device: str | torch.device = "cpu") -> TweetClassifier:
+        """The fp32 model saved in ``folder``, as saved (``serving.load_for_serving`` serves it)."""
         from transformers import AutoModel, AutoTokenizer
 
         folder = Path(folder)
@@ -192,9 +193,4 @@ class TweetClassifier(nn.Module):
         }
         model = cls(encoder, tokenizer, head, config["labels"], max_length=config["max_length"], meta=meta)
         model.eval().requires_grad_(False).to(device)
-        # int8 dynamic quantization is a CPU kernel: on a GPU the fp32 (or autocast) model is faster
-        if serving and config.get("serving") == "int8" and torch.device(device).type == "cpu":
-            from model_runner.modeling.quantize import quantize_int8
-
-            model = quantize_int8(model)
         return model

@@ -3,7 +3,9 @@
 The model is logged as "models from code": MLflow stores the small script ``pyfunc_entry.py`` (which
 builds a :class:`TweetPulsePyfunc`) instead of a cloudpickled object, so loading a registered model
 never unpickles anything (DESIGN §6). The classifier folder itself travels as the artifact ``model``
-and is read with ``TweetClassifier.load`` (safetensors only).
+and is loaded with ``load_for_serving`` (safetensors only), the way the service loads it: int8 when
+training chose it. The runtime is torch unless the loader asks for another through MLflow's
+``model_config`` (``{"runtime": "onnxruntime"}``): ONNX Runtime is not among the pinned requirements.
 
 Loading the code model imports ``model_runner``, so the environment that loads it must have this
 project installed; the pinned requirements say so.
@@ -43,12 +45,13 @@ class TweetPulsePyfunc(PythonModel):
 
     def __init__(self) -> None:
         self._model = None
+        self.choice = None  # the ServingChoice made at load_context
 
     def load_context(self, context: PythonModelContext) -> None:
-        from model_runner.modeling.classifier import TweetClassifier
+        from model_runner.modeling.serving import TORCH, load_for_serving
 
-        # serving=True: the int8 choice recorded at training time is re-applied here too.
-        self._model = TweetClassifier.load(Path(context.artifacts[MODEL_ARTIFACT]), serving=True)
+        runtime = (getattr(context, "model_config", None) or {}).get("runtime", TORCH)
+        self._model, self.choice = load_for_serving(Path(context.artifacts[MODEL_ARTIFACT]), runtime=runtime)
 
     def predict(
         self, context: PythonModelContext, model_input: pd.DataFrame, params: dict[str, Any] | None = None

@@ -7,8 +7,6 @@ manifest) or a model that answers nonsense never replaces a good one.
 
 from __future__ import annotations
 
-import json
-import logging
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -18,24 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from model_runner.errors import NoChampionError
-from model_runner.modeling.classifier import CONFIG_FILE, TweetClassifier, verify_files
-from model_runner.modeling.onnx_backend import OnnxTweetClassifier
+from model_runner.modeling.classifier import TweetClassifier, verify_files
+from model_runner.modeling.serving import CANARY_TEXTS, load_for_serving, runtime_of
 from model_runner.registry import ModelVersionInfo, UntrustedVersionError
 from model_runner.settings import Settings
-
-log = logging.getLogger(__name__)
-
-# Largest probability difference between the ONNX Runtime twin and torch that is float noise.
-ONNX_MAX_DIFF = 1e-3
-
-# Fixed texts every candidate must answer sensibly before it is swapped in.
-CANARY_TEXTS = (
-    "I love this, best update ever!",
-    "This is the worst service I have ever used.",
-    "The meeting is at 3pm on Tuesday.",
-    "",
-    "@user check http://example.com " + "long " * 200,
-)
 
 
 class AlreadyServing(LookupError):
@@ -74,7 +58,7 @@ class ServedModel:
             "labels": self.labels,
             "quantized": self.quantized,
             "serving": "int8" if self.quantized else "fp32",
-            "runtime": "onnxruntime" if isinstance(self.model, OnnxTweetClassifier) else "torch",
+            "runtime": runtime_of(self.model),
             "metrics": self.metrics,
             "adapter": self.model.meta.get("adapter"),
             "base_model": self.model.meta.get("base_model"),
@@ -144,26 +128,6 @@ def load_version(
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _onnx_or_torch(model: TweetClassifier, canary_proba: np.ndarray, tag: str) -> TweetClassifier:
-    """The ONNX Runtime twin of an fp32 model, when it answers the canaries like torch does.
-
-    The export is checked, not trusted: a graph that differs from torch beyond float noise (an
-    unsupported op, a traced shortcut) is dropped and torch serves, with a warning in the log.
-    """
-    from model_runner.modeling.onnx_backend import to_onnx_runtime
-
-    try:
-        twin = to_onnx_runtime(model, int8=False)
-        diff = float(np.abs(twin.predict_proba(list(CANARY_TEXTS)) - canary_proba).max())
-    except Exception as exc:  # the torch model is a complete fallback
-        log.warning("%s: ONNX export failed (%s: %s); serving with torch", tag, type(exc).__name__, exc)
-        return model
-    if diff > ONNX_MAX_DIFF:
-        log.warning("%s: ONNX Runtime differs from torch by %.2g on canaries; serving with torch", tag, diff)
-        return model
-    return twin
-
-
 def load_folder(
     folder: Path,
     *,
@@ -173,29 +137,32 @@ def load_folder(
     run_id: str | None = None,
     runtime: str = "torch",
 ) -> ServedModel:
+    """Verify, load as served (``load_for_serving`` picks int8 / ONNX Runtime / torch), validate.
+
+    The task and the canaries are checked on the loaded torch model, before any ONNX export.
+    """
+    tag = f"{name}/{version}"
+
+    def accept(model: TweetClassifier) -> np.ndarray:
+        trained_for = model.meta.get("task", task)
+        if trained_for != task:
+            raise ModelValidationError(f"{tag} was trained for task {trained_for!r}, not {task!r}")
+        return validate(model)
+
     try:
         verify_files(folder)
-        config = json.loads((Path(folder) / CONFIG_FILE).read_text())
-        model = TweetClassifier.load(folder, serving=True)
+        model, choice = load_for_serving(folder, runtime=runtime, check=accept, tag=tag)
+    except ModelValidationError:
+        raise
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        raise ModelValidationError(f"{name}/{version}: {exc}") from exc
-    if config.get("task", task) != task:
-        raise ModelValidationError(
-            f"{name}/{version} was trained for task {config.get('task')!r}, not {task!r}"
-        )
-    canary_proba = validate(model)
-    from model_runner.modeling.quantize import QuantizedTweetClassifier
-
-    quantized = isinstance(model, QuantizedTweetClassifier)
-    if runtime == "onnxruntime" and not quantized:
-        model = _onnx_or_torch(model, canary_proba, f"{name}/{version}")
+        raise ModelValidationError(f"{tag}: {exc}") from exc
     return ServedModel(
         task=task,
         name=name,
         version=str(version),
         model=model,
-        quantized=quantized,
-        metrics=config.get("metrics", {}),
+        quantized=choice.quantized,
+        metrics=model.meta.get("metrics", {}),
         run_id=run_id,
         source=f"models:/{name}/{version}",
     )

@@ -251,7 +251,7 @@ def test_card_with_full_info():
     assert "| neutral | 0.6600 | 0.7000 | 0.6800 | 500 |" in card
     assert "| train | 1200 | 1500 | 900 |" in card
     assert "`tweets.csv`" in card and "/srv/private" not in card
-    assert f'snapshot_download("{REPO}")' in card and "TweetClassifier.load" in card
+    assert f'snapshot_download("{REPO}")' in card and "load_for_serving(folder)" in card
     assert "int8" in card and "sarcasm" in card.lower() and "English" in card
     assert "None" not in card and "warm-up" not in card  # INFO has no warm-up
 

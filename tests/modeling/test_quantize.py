@@ -17,6 +17,7 @@ from model_runner.modeling.quantize import (
     is_quantized,
     quantize_int8,
 )
+from model_runner.modeling.serving import load_for_serving
 
 LABELS = ["negative", "neutral", "positive"]
 # already in clean_text's normal form, so predict_proba sees exactly these strings
@@ -173,9 +174,10 @@ def test_load_for_serving_applies_int8_from_tweetpulse_json(model, tmp_path):
     config = json.loads((folder / CONFIG_FILE).read_text())
     (folder / CONFIG_FILE).write_text(json.dumps({**config, "serving": "int8"}))
 
-    served = TweetClassifier.load(folder, serving=True)
+    served, choice = load_for_serving(folder)
     plain = TweetClassifier.load(folder)
     assert is_quantized(served) and not is_quantized(plain)
+    assert choice.quantized and choice.runtime == "torch"
     assert served.meta["serving"] == "int8"
     np.testing.assert_allclose(plain.predict_proba(TEXTS), model.predict_proba(TEXTS), atol=1e-5)
     np.testing.assert_allclose(
