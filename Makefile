@@ -9,15 +9,17 @@ VENV_AF := .venv-airflow
 # This machine's pip config lists file:// mirrors that warn on every package; keep the log readable.
 QUIET_PIP := grep -v "Location 'file:" || true
 
-.PHONY: help install demo up down status test test-service test-airflow lint bench clean
+.PHONY: help install demo up down status screenshots test test-service test-airflow lint bench clean
 
 help:
 	@echo "make demo      install, start the local stack, retrain through Airflow, inspect tweets, summary"
+	@echo "               (quick heads; TWEETPULSE_DEMO_FULL=1 trains the full default, fine-tuned encoder)"
 	@echo "make install   create .venv (service) and .venv-airflow (Airflow, no torch)"
 	@echo "make test      install, then run the whole test suite"
 	@echo "make up        start the local stack (Postgres, MLflow, ModelRunner, Airflow, SMTP sink)"
 	@echo "make down      stop every process the stack started"
 	@echo "make status    what the stack runs"
+	@echo "make screenshots  PNGs of the running stack (after make demo) into docs/images/ (needs chromium)"
 	@echo "make lint      ruff"
 	@echo "make bench     benchmarks (encoder throughput, embedding cache cold vs warm)"
 
@@ -42,7 +44,8 @@ $(VENV_AF)/.installed: requirements/airflow.lock
 	@touch $@
 
 # The front door: the local stack, then the main job through Airflow (weekly_retrain on the default
-# data, about 20 min on 2 CPU cores), one tweet_inspector run, and a summary of where to look.
+# data: quick heads on the frozen encoder unless TWEETPULSE_DEMO_FULL=1), one tweet_inspector run that
+# mails the daily digest, and a summary of the champion, the mail and where to look.
 demo: install
 	$(VENV)/bin/python infra/stack/stack.py demo
 
@@ -56,6 +59,17 @@ down:
 
 status:
 	@$(VENV)/bin/python infra/stack/stack.py status
+
+# The docs' pictures (docs/images/*.png) from the running stack after `make demo`: headless Chromium from
+# Debian's `chromium` package (prerequisite: `apt-get install chromium`; installed here when run as root),
+# driven by Playwright for Python (installed into $(VENV) when missing; not part of the locks).
+screenshots: $(VENV)/.installed
+	@command -v chromium >/dev/null || { \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
+		else echo "make screenshots needs Debian's chromium: sudo apt-get install chromium"; exit 1; fi; }
+	@$(VENV)/bin/python -c "import playwright" 2>/dev/null || \
+		{ $(VENV)/bin/python -m pip install -q playwright 2>&1 | $(QUIET_PIP); }
+	$(VENV)/bin/python infra/stack/screenshots.py $(ARGS)
 
 test: install lint test-service test-airflow
 

@@ -18,6 +18,12 @@ class AirflowAPI:
         r.raise_for_status()
         self._client.headers["Authorization"] = f"Bearer {r.json()['access_token']}"
 
+    def token(self) -> str:
+        """The JWT this client uses (the UI accepts the same one as its ``_token`` cookie)."""
+        if "Authorization" not in self._client.headers:
+            self._auth()
+        return self._client.headers["Authorization"].split(" ", 1)[1]
+
     def request(self, method: str, path: str, **kwargs) -> httpx.Response:
         if "Authorization" not in self._client.headers:
             self._auth()
@@ -41,6 +47,9 @@ class AirflowAPI:
     def unpause(self, dag_id: str) -> None:
         self.request("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": False}).raise_for_status()
 
+    def pause(self, dag_id: str) -> None:
+        self.request("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": True}).raise_for_status()
+
     def trigger(self, dag_id: str, conf: dict | None = None) -> str:
         r = self.request(
             "POST", f"/api/v2/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf or {}}
@@ -57,3 +66,10 @@ class AirflowAPI:
         r = self.request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances")
         r.raise_for_status()
         return {ti["task_id"]: ti["state"] for ti in r.json()["task_instances"]}
+
+    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value"):
+        r = self.request(
+            "GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}"
+        )
+        r.raise_for_status()
+        return r.json().get("value")
