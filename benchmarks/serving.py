@@ -97,12 +97,16 @@ def _in_process(served, texts: list[str]) -> float:
 def _register(model, settings, serving: str) -> None:
     import mlflow
 
-    from model_runner.registry import ModelRegistry
     from model_runner.training import tracking
+    from model_runner.wiring import Components
 
     model.meta.update({"task": "sentiment", "serving": serving, "adapter": "linear"})
-    registry = ModelRegistry(settings.tracking_uri(), name_prefix=settings.registry_prefix)
-    with tempfile.TemporaryDirectory() as tmp, tracking.training_run(settings, "bench", {}):
+    components = Components(settings)
+    registry = components.registry
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        tracking.training_run(settings, components.mlflow, "bench", {}),
+    ):
         model.save(Path(tmp) / "model")
         version = registry.log_and_register(Path(tmp) / "model", task="sentiment", input_example=["hi"])
     registry.promote("sentiment", version.version)

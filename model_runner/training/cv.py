@@ -14,18 +14,23 @@ import queue as queue_mod
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, ProcessPoolExecutor, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing import get_context
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from model_runner.evaluation import compute_metrics
+from model_runner.training.fitting import fit_candidate, predict_candidate
+from model_runner.training.folds import CVData, FoldJob, fold_jobs, stratified_folds
 from model_runner.training.search_space import Candidate
+
+__all__ = ["CVData", "CandidateResult", "FoldResult", "run_cv", "stratified_folds"]
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(frozen=True)
 class FoldResult:
     candidate: Candidate
     fold: int
@@ -33,10 +38,10 @@ class FoldResult:
     seconds: float
 
 
-@dataclass
+@dataclass(frozen=True)
 class CandidateResult:
     candidate: Candidate
-    folds: list[FoldResult] = field(default_factory=list)
+    folds: tuple[FoldResult, ...] = ()
 
     def scores(self, metric: str) -> np.ndarray:
         return np.array([f.metrics[metric] for f in self.folds])
@@ -46,35 +51,6 @@ class CandidateResult:
 
     def std(self, metric: str) -> float:
         return float(self.scores(metric).std(ddof=1)) if len(self.folds) > 1 else 0.0
-
-
-@dataclass
-class CVData:
-    """Everything a fold job needs; shipped once per worker process."""
-
-    x: np.ndarray  # cached embeddings of the training split
-    texts: list[str]  # its texts (for LoRA)
-    y: np.ndarray
-    labels: list[str]
-    base_path: str
-    max_length: int
-    seed: int
-    device: str
-    # encoder adapters start from this encoder folder (a warmed-up one, see training.warmup) instead
-    # of base_path, with their initial head fitted on x_init: these texts' embeddings under it
-    init_path: str = ""
-    x_init: np.ndarray | None = None
-
-
-def stratified_folds(y: np.ndarray, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    from sklearn.model_selection import StratifiedKFold
-
-    smallest = int(np.bincount(y).min())
-    if smallest < k:
-        raise ValueError(
-            f"{k}-fold CV needs at least {k} examples per class; the smallest class has {smallest}"
-        )
-    return list(StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(np.zeros(len(y)), y))
 
 
 # --- worker side -----------------------------------------------------------------------------------
@@ -90,29 +66,22 @@ def _init_worker(data: CVData, events, threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _run_fold(candidate: Candidate, fold: int, train_idx: np.ndarray, val_idx: np.ndarray) -> FoldResult:
-    from model_runner.evaluation import compute_metrics
-    from model_runner.training.fitting import fit_candidate, predict_candidate
-
+def _run_fold(job: FoldJob) -> FoldResult:
     assert _DATA is not None
     started = time.perf_counter()
 
     def on_epoch(epoch: int, epochs: int) -> None:
         if _EVENTS is not None:
-            _EVENTS.put((candidate.name, fold, epoch, epochs))
+            _EVENTS.put((job.candidate.name, job.fold, epoch, epochs))
 
-    fitted = fit_candidate(candidate, _DATA, train_idx, in_cv=True, on_epoch=on_epoch)
-    proba = predict_candidate(fitted, candidate, _DATA, val_idx)
-    metrics = compute_metrics(_DATA.y[val_idx], proba, _DATA.labels)
+    fitted = fit_candidate(job.candidate, _DATA, job.train_idx, in_cv=True, on_epoch=on_epoch)
+    proba = predict_candidate(fitted, job.candidate, _DATA, job.val_idx)
+    metrics = compute_metrics(_DATA.y[job.val_idx], proba, _DATA.labels)
     scores = {k: float(metrics[k]) for k in ("macro_recall", "macro_f1", "accuracy")}
-    return FoldResult(candidate, fold, scores, time.perf_counter() - started)
+    return FoldResult(job.candidate, job.fold, scores, time.perf_counter() - started)
 
 
 # --- driver side -----------------------------------------------------------------------------------
-def _budget(candidate: Candidate, folds: int) -> int:
-    return int(candidate.hp.get("cv_folds", folds))
-
-
 def _executor(workers: int, data: CVData, events) -> Executor | None:
     if workers <= 1:
         _init_worker(data, events, threads=max(1, os.cpu_count() or 1))
@@ -135,19 +104,16 @@ def run_cv(
     should_stop: Callable[[], bool] | None = None,
     on_progress: Callable[[float], None] | None = None,
 ) -> list[CandidateResult]:
-    # A candidate with a CV budget (``cv_folds`` < folds, e.g. LoRA on a CPU) gets its own
-    # stratified ``cv_folds``-fold split: fewer, cheaper folds that still give a mean and a spread.
-    splits = {
-        k: stratified_folds(data.y, k, data.seed) for k in {min(folds, _budget(c, folds)) for c in candidates}
-    }
-    jobs = [
-        (c, i, tr, va) for c in candidates for i, (tr, va) in enumerate(splits[min(folds, _budget(c, folds))])
-    ]
-    results = {c: CandidateResult(c) for c in candidates}
+    """Every candidate's score on every fold of the training rows (``fold_jobs``), in candidate order."""
+    jobs = fold_jobs(candidates, data, folds)
+    done_folds: dict[Candidate, list[FoldResult]] = {c: [] for c in candidates}
     bar = tqdm(total=len(jobs), desc="cross-validation", unit="fold")
 
+    def results() -> list[CandidateResult]:
+        return [CandidateResult(c, tuple(fs)) for c, fs in done_folds.items()]
+
     def record(res: FoldResult) -> None:
-        results[res.candidate].folds.append(res)
+        done_folds[res.candidate].append(res)
         bar.update(1)
         bar.set_postfix_str(f"{res.candidate.name} fold {res.fold + 1}: {res.metrics['macro_recall']:.3f}")
         if on_progress:
@@ -161,9 +127,9 @@ def run_cv(
             for job in jobs:
                 if should_stop and should_stop():
                     raise InterruptedError("training cancelled")
-                record(_run_fold(*job))
-            return list(results.values())
-        pending = {pool.submit(_run_fold, *job) for job in jobs}
+                record(_run_fold(job))
+            return results()
+        pending = {pool.submit(_run_fold, job) for job in jobs}
         while pending:
             done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
             _drain(events, bar)
@@ -173,7 +139,7 @@ def run_cv(
                 for fut in pending:
                     fut.cancel()
                 raise InterruptedError("training cancelled")
-        return list(results.values())
+        return results()
     finally:
         bar.close()
         if pool is not None:

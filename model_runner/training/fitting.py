@@ -9,9 +9,9 @@ import numpy as np
 from torch import nn
 
 from model_runner.modeling.classifier import TweetClassifier
-from model_runner.training.cv import CVData
 from model_runner.training.fit_heads import HEAD_FITTERS, fit_linear, predict_head
 from model_runner.training.fit_lora import fit_finetune, fit_lora
+from model_runner.training.folds import CVData
 from model_runner.training.search_space import Candidate
 
 # LoRA and fine-tuning start from a logistic-regression head fitted on the cached embeddings: the

@@ -3,41 +3,45 @@
 The champion alias moves only in the very last step, after the candidate has been registered and
 has beaten (or matched) the champion on the same evaluation rows: a run that fails, is cancelled or
 is interrupted anywhere before that leaves the served model exactly as it was.
+
+``run_training`` lists the stages; each is a function below that takes and returns frozen values.
+Every MLflow call goes through the run's ``RunTracker`` (tracking.py), progress, stage timing and
+cancellation through its ``TrainingClock`` (clock.py).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import tempfile
-import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import mlflow
 import numpy as np
 
 from model_runner.data import DataError, prepare_dataset
-from model_runner.evaluation import bootstrap_ci, evaluate
+from model_runner.evaluation import EvalReport, evaluate
 from model_runner.modeling.classifier import TweetClassifier
-from model_runner.modeling.quantize import check_quantization
-from model_runner.registry import ModelRegistry, decide
+from model_runner.modeling.quantize import QuantizationReport, check_quantization
+from model_runner.registry import ModelRegistry
+from model_runner.settings import Settings
 from model_runner.tasks import Task
-from model_runner.training import tracking
-from model_runner.training.cv import CVData, run_cv
+from model_runner.training.clock import ProgressFn, TrainingClock
+from model_runner.training.cv import CandidateResult, run_cv
 from model_runner.training.fitting import build_classifier, fit_candidate, resolve_hp
-from model_runner.training.search_space import candidates_for
+from model_runner.training.folds import CVData, Split
+from model_runner.training.gate import judge, metric_fn
+from model_runner.training.plan import Plan
+from model_runner.training.search_space import Candidate
+from model_runner.training.tracking import RunTracker
 from model_runner.training.warmup import Warmup, embed_with, warm_up_encoder
 from model_runner.wiring import Components
 
 log = logging.getLogger(__name__)
 
-ProgressFn = Callable[[str, float], None]  # (stage, overall progress 0..1)
-
-# Share of the overall progress bar that each stage ends at.
-_STAGES = {
+# The stages in run order, each with the share of the overall progress bar it ends at.
+STAGES = {
     "data": 0.02,
     "embed": 0.12,
     "warmup": 0.3,
@@ -88,22 +92,6 @@ class TrainOutcome:
         return asdict(self)
 
 
-def _metric_fn(metric: str, n_classes: int) -> Callable[[np.ndarray, np.ndarray], float]:
-    """Metric averaged over all the task's classes, also those a model never predicts."""
-    from sklearn.metrics import f1_score, recall_score
-
-    fn = recall_score if metric == "macro_recall" else f1_score
-    classes = list(range(n_classes))
-    return lambda y, p: float(fn(y, p, labels=classes, average="macro", zero_division=0))
-
-
-def _workers(components: Components, device: str, n_jobs: int) -> int:
-    configured = components.settings.cv_workers
-    if configured:
-        return configured
-    return min(n_jobs, 2 if device == "cuda" else max(1, os.cpu_count() or 1))
-
-
 def run_training(
     components: Components,
     task: Task,
@@ -121,26 +109,68 @@ def run_training(
     """``before_promote`` may raise to keep the alias where it is (a training job checks its lease);
     ``on_promoted(version)`` runs right after the alias moved, before anything else can fail."""
     settings = components.settings
-    started = time.perf_counter()
-    timings: dict[str, float] = {}
-    clock = [started]
+    clock = TrainingClock(STAGES, progress=progress, should_stop=should_stop)
+    with clock.stage("data"):
+        split = load_split(settings, task, data or task.data, sample_fraction, extra_rows)
+    with clock.stage("embed"):
+        cv_data = embed_training_rows(components, split)
+    plan = Plan.of(settings, task, components.embeddings.encoder, adapters=adapters, folds=folds)
+    registry = components.registry
 
-    def stage(name: str, within: float = 1.0) -> None:
-        if should_stop and should_stop():
-            raise InterruptedError("training cancelled")
-        keys = list(_STAGES)
-        lo = _STAGES[keys[keys.index(name) - 1]] if keys.index(name) else 0.0
-        if progress:
-            progress(name, lo + (_STAGES[name] - lo) * within)
+    with RunTracker.start(components, task.name) as tracker, contextlib.ExitStack() as scratch:
+        tracker.log_plan(plan, split)
+        warm = None
+        if plan.needs_warmup:
+            with clock.stage("warmup"):
+                cv_data, warm = warm_up(components, task, cv_data, tracker, clock, scratch)
+        with clock.stage("cv"):
+            best, cv_table = cross_validate(plan, cv_data, tracker, clock)
+        with clock.stage("fit"):
+            final = fit_final(plan, best.candidate, cv_data, split, warm, tracker, clock)
+        with clock.stage("evaluate"):
+            evaluation = evaluate_held_out(settings, plan, final, split, tracker)
+        with clock.stage("register"):
+            version = register(registry, plan, final, evaluation, split)
+        with clock.stage("gate"):  # the same evaluation rows for candidate and champion
+            gate = judge(registry, task.name, split, evaluation.report.metrics, plan.metric, settings)
+            registry.set_tags(task.name, version, gate.as_tags())
+            clock.check()
+            if gate.promote:
+                if before_promote:
+                    before_promote()
+                registry.promote(task.name, version)
+                if on_promoted:
+                    on_promoted(version)
+            tracker.log_decision(gate, version)
+        clock.finish()
 
-    def done(name: str) -> None:
-        now = time.perf_counter()
-        timings[name] = round(now - clock[0], 2)
-        clock[0] = now
+    return TrainOutcome(
+        task=task.name,
+        run_id=tracker.run_id,
+        model_version=version,
+        promoted=gate.promote,
+        metric=plan.metric,
+        metrics=evaluation.report.metrics,
+        gate=asdict(gate),
+        best_candidate=final.candidate.name,
+        cv=cv_table,
+        quantization=evaluation.quantization.to_dict(),
+        data=split.summary.to_dict(),
+        seconds=clock.elapsed(),
+        stage_seconds=clock.timings,
+        warmup=final.warmup.meta() if final.warmup else None,
+    )
 
-    # 1. data
-    stage("data", 0)
-    source = data or task.data
+
+# --- the stages, in run order ----------------------------------------------------------------------
+def load_split(
+    settings: Settings,
+    task: Task,
+    source: str,
+    sample_fraction: float | None,
+    extra_rows: Iterable[Mapping] | None,
+) -> Split:
+    """The task's data, cleaned and split into training rows and held-out evaluation rows."""
     prepared = prepare_dataset(
         source,
         label_names=task.int_labels,
@@ -149,210 +179,26 @@ def run_training(
         seed=settings.seed,
         extra_rows=extra_rows,
     )
-    labels = prepared.labels
-    train_texts, y_train = list(prepared.train["text"]), np.asarray(prepared.train["label"])
-    eval_texts, y_eval = list(prepared.eval["text"]), np.asarray(prepared.eval["label"])
-    done("data")
+    return Split.of(prepared, source=source)
 
-    # 2. embeddings (cached in pgvector: a re-run embeds only new texts)
-    stage("embed", 0)
+
+def embed_training_rows(components: Components, split: Split) -> CVData:
+    """The training rows with their embeddings, cached in pgvector: a re-run embeds only new texts."""
     store = components.embeddings
-    x_train = store.get_or_compute(train_texts, progress=True)
-    encoder = store.encoder
-    done("embed")
-
-    candidates = candidates_for(adapters or settings.adapters.split(","))
-    k = folds or settings.cv_folds
-    device = "cuda" if encoder.device.type == "cuda" else "cpu"
-    cv_data = CVData(
-        x_train,
-        train_texts,
-        y_train,
-        labels,
-        str(encoder.resolved.path),
-        settings.encoder_max_length,
-        settings.seed,
-        device,
-    )
-    metric = task.metric
-    registry = ModelRegistry(settings.tracking_uri(), name_prefix=settings.registry_prefix)
-    run_tags = {"task": task.name, "tweetpulse.code_version": tracking.code_version()}
-
-    training_run = tracking.training_run(settings, f"train-{task.name}", run_tags)
-    with training_run as run, contextlib.ExitStack() as scratch:
-        mlflow.log_params(
-            {
-                "task": task.name,
-                "data.source": str(source),
-                "data.hash": prepared.summary.dataset_hash,
-                "encoder.id": encoder.encoder_id,
-                "encoder.revision": encoder.revision,
-                "seed": settings.seed,
-                "cv.folds": k,
-                "adapters": ",".join(sorted({c.adapter for c in candidates})),
-                "code_version": run_tags["tweetpulse.code_version"],
-                "metric": metric,
-            }
-        )
-        mlflow.log_params(
-            tracking.flat_params(
-                "data.",
-                {
-                    "rows_in": prepared.summary.rows_in,
-                    "rows_out": prepared.summary.rows_out,
-                    "class_balance": prepared.summary.class_balance,
-                    "eval_source": prepared.summary.eval_source,
-                },
-            )
-        )
-        tracking.log_json(prepared.summary.to_dict(), "data_summary.json")
-
-        # 3. warm-up: encoder adapters start from an encoder tuned on another task's tweets
-        warm = None
-        if task.warmup and not all(c.uses_cache for c in candidates):
-            stage("warmup", 0)
-            warm = _warm_up(components, task, cv_data, scratch, should_stop, lambda f: stage("warmup", f))
-            done("warmup")
-
-        # 4. cross-validation on the training split only
-        stage("cv", 0)
-        results = run_cv(
-            candidates,
-            cv_data,
-            folds=k,
-            workers=_workers(components, device, len(candidates) * k),
-            should_stop=should_stop,
-            on_progress=lambda f: stage("cv", f),
-        )
-        cv_table = tracking.log_candidates(results, metric)
-        best = max(results, key=lambda r: r.mean(metric))
-        log.info(
-            "best candidate %s: %s %.4f +- %.4f",
-            best.candidate.name,
-            metric,
-            best.mean(metric),
-            best.std(metric),
-        )
-        mlflow.log_params({"best.adapter": best.candidate.adapter, "best.candidate": best.candidate.name})
-        mlflow.log_params(tracking.flat_params("best.hp.", best.candidate.hp))
-        mlflow.log_metrics({f"cv_{metric}_mean": best.mean(metric), f"cv_{metric}_std": best.std(metric)})
-        done("cv")
-
-        # 5. final fit on the whole training split
-        stage("fit", 0)
-        fit_hp = resolve_hp(best.candidate, len(y_train))
-        if "epochs" in fit_hp:
-            mlflow.log_param("fit.epochs", fit_hp["epochs"])
-        fitted = fit_candidate(best.candidate, cv_data, np.arange(len(y_train)), should_stop=should_stop)
-        meta = {
-            "task": task.name,
-            "adapter": best.candidate.adapter,
-            "hyperparameters": fit_hp,
-            "base_model": {"id": encoder.encoder_id, "revision": encoder.revision},
-            "data_hash": prepared.summary.dataset_hash,
-            "metric": metric,
-        }
-        if warm is not None and best.candidate.uses_cache:
-            warm = None  # a head on the frozen base encoder won: the warmed encoder is not in the model
-        if warm is not None:
-            meta["warmup"] = warm.meta()
-        model = build_classifier(fitted, best.candidate, cv_data, meta)
-        done("fit")
-
-        # 6. one evaluation on the held-out split
-        stage("evaluate", 0)
-        with tempfile.TemporaryDirectory(prefix="tp-train-") as tmp:
-            tmp = Path(tmp)
-            proba = model.predict_proba(eval_texts, clean=False)
-            report = evaluate(
-                y_eval,
-                proba,
-                labels,
-                tmp / "report",
-                n_boot=settings.bootstrap_samples,
-                seed=settings.seed,
-                title=f"{task.name} {best.candidate.name}",
-            )
-            mlflow.log_metrics(
-                {k_: float(v) for k_, v in report.metrics.items() if isinstance(v, int | float)}
-            )
-            # per-class figures as flat metrics: what the daily regression check compares across versions
-            mlflow.log_metrics(
-                {
-                    f"{name}_{label}": float(values[name])
-                    for label, values in report.metrics.get("per_class", {}).items()
-                    for name in ("precision", "recall", "f1")
-                    if name in values
-                }
-            )
-            mlflow.log_artifacts(str(tmp / "report"), "evaluation")
-            quant, _ = check_quantization(
-                model,
-                eval_texts,
-                y_eval,
-                metric=_metric_fn(metric, len(labels)),
-                max_drop=settings.quant_max_drop,
-                min_agreement=settings.quant_min_agreement,
-            )
-            mlflow.log_metrics({"int8_score_drop": quant.score_drop, "int8_agreement": quant.agreement})
-            mlflow.log_param("serving", quant.chosen)
-            tracking.log_json(quant.to_dict(), "quantization.json")
-            done("evaluate")
-
-            # 7. register the candidate (a new version; no alias yet)
-            stage("register", 0)
-            model.meta.update({"serving": quant.chosen, "metrics": _headline(report.metrics, metric)})
-            model.save(tmp / "model")
-            version = registry.log_and_register(
-                tmp / "model",
-                task=task.name,
-                input_example=eval_texts[:3],
-                tags={
-                    "task": task.name,
-                    "adapter": best.candidate.adapter,
-                    "data_hash": prepared.summary.dataset_hash,
-                },
-            )
-            done("register")
-
-        # 8. the gate: the same eval rows for candidate and champion
-        stage("gate", 0)
-        gate = _gate(registry, task, labels, eval_texts, y_eval, report, metric, settings)
-        registry.set_tags(task.name, version.version, gate.as_tags())
-        if should_stop and should_stop():
-            raise InterruptedError("training cancelled")
-        if gate.promote:
-            if before_promote:
-                before_promote()
-            registry.promote(task.name, version.version)
-            if on_promoted:
-                on_promoted(version.version)
-        mlflow.set_tags(
-            {"gate.decision": "promoted" if gate.promote else "rejected", "model_version": version.version}
-        )
-        done("gate")
-        stage("gate", 1.0)
-
-    return TrainOutcome(
-        task=task.name,
-        run_id=run.info.run_id,
-        model_version=version.version,
-        promoted=gate.promote,
-        metric=metric,
-        metrics=report.metrics,
-        gate=asdict(gate),
-        best_candidate=best.candidate.name,
-        cv=cv_table,
-        quantization=quant.to_dict(),
-        data=prepared.summary.to_dict(),
-        seconds=time.perf_counter() - started,
-        stage_seconds=timings,
-        warmup=warm.meta() if warm else None,
-    )
+    x = store.get_or_compute(split.train_texts, progress=True)
+    return CVData.build(split=split, x=x, encoder=store.encoder, settings=components.settings)
 
 
-def _warm_up(components, task, cv_data, scratch, should_stop, on_progress) -> Warmup | None:
-    """Warm the encoder up on ``task.warmup``'s data and point ``cv_data``'s encoder adapters at it.
+def warm_up(
+    components: Components,
+    task: Task,
+    data: CVData,
+    tracker: RunTracker,
+    clock: TrainingClock,
+    scratch: contextlib.ExitStack,
+) -> tuple[CVData, Warmup | None]:
+    """Warm the encoder up on ``task.warmup``'s data; returns ``data`` with its encoder adapters
+    starting from the warmed encoder (which lives in ``scratch`` until the run ends).
 
     Missing warm-up data is not fatal: the run trains from the base encoder, says so in the log and
     tags the MLflow run ``warmup.skipped`` with the reason.
@@ -363,55 +209,136 @@ def _warm_up(components, task, cv_data, scratch, should_stop, on_progress) -> Wa
             components,
             task,
             folder / "encoder",
-            should_stop=should_stop,
-            on_epoch=lambda epoch, epochs: on_progress(0.9 * epoch / epochs),
+            should_stop=clock.stop_requested,
+            on_epoch=lambda epoch, epochs: clock.progress(0.9 * epoch / epochs),
         )
     except DataError as exc:
         log.warning("warm-up on %s skipped, training from the base encoder: %s", task.warmup, exc)
-        mlflow.set_tag("warmup.skipped", str(exc)[:500])
-        return None
-    cv_data.init_path = str(warm.path)
-    cv_data.x_init = embed_with(warm, cv_data.texts, components)
-    mlflow.log_params(warm.params())
+        tracker.warmup_skipped(str(exc))
+        return data, None
+    warmed = data.starting_from(str(warm.path), embed_with(warm, data.texts, components))
+    tracker.log_warmup(warm)
     log.info("warm-up on %s done in %.0f s", warm.task, warm.seconds)
-    return warm
+    return warmed, warm
+
+
+def cross_validate(
+    plan: Plan, data: CVData, tracker: RunTracker, clock: TrainingClock
+) -> tuple[CandidateResult, list[dict]]:
+    """Every candidate on folds of the training rows only; the best by the task's metric, the table."""
+    results = run_cv(
+        plan.candidates,
+        data,
+        folds=plan.folds,
+        workers=plan.workers,
+        should_stop=clock.stop_requested,
+        on_progress=clock.progress,
+    )
+    best = max(results, key=lambda r: r.mean(plan.metric))
+    table = tracker.log_cv(results, best, plan.metric)
+    log.info(
+        "best candidate %s: %s %.4f +- %.4f",
+        best.candidate.name,
+        plan.metric,
+        best.mean(plan.metric),
+        best.std(plan.metric),
+    )
+    return best, table
+
+
+@dataclass(frozen=True)
+class FinalFit:
+    candidate: Candidate
+    model: TweetClassifier  # the deployable model; ``register`` adds serving and metrics to its meta
+    warmup: Warmup | None  # the warm-up its encoder started from, if any
+
+
+def fit_final(
+    plan: Plan,
+    candidate: Candidate,
+    data: CVData,
+    split: Split,
+    warm: Warmup | None,
+    tracker: RunTracker,
+    clock: TrainingClock,
+) -> FinalFit:
+    """``candidate`` fitted on the whole training split."""
+    hp = resolve_hp(candidate, len(data.y))
+    tracker.log_fit(hp)
+    fitted = fit_candidate(candidate, data, np.arange(len(data.y)), should_stop=clock.stop_requested)
+    meta = {
+        "task": plan.task.name,
+        "adapter": candidate.adapter,
+        "hyperparameters": hp,
+        "base_model": plan.base_model,
+        "data_hash": split.summary.dataset_hash,
+        "metric": plan.metric,
+    }
+    if candidate.uses_cache:
+        warm = None  # a head on the frozen base encoder won: the warmed encoder is not in the model
+    if warm is not None:
+        meta["warmup"] = warm.meta()
+    return FinalFit(candidate, build_classifier(fitted, candidate, data, meta), warm)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    report: EvalReport
+    quantization: QuantizationReport  # whether int8 may serve the model
+
+
+def evaluate_held_out(
+    settings: Settings, plan: Plan, final: FinalFit, split: Split, tracker: RunTracker
+) -> Evaluation:
+    """One evaluation on the held-out split, then the int8 check on the same rows."""
+    with tempfile.TemporaryDirectory(prefix="tp-train-") as tmp:
+        folder = Path(tmp) / "report"
+        report = evaluate(
+            split.y_eval,
+            final.model.predict_proba(split.eval_texts, clean=False),
+            split.labels,
+            folder,
+            n_boot=settings.bootstrap_samples,
+            seed=settings.seed,
+            title=f"{plan.task.name} {final.candidate.name}",
+        )
+        tracker.log_evaluation(report, folder)
+    quant, _ = check_quantization(
+        final.model,
+        split.eval_texts,
+        split.y_eval,
+        metric=metric_fn(plan.metric, len(split.labels)),
+        max_drop=settings.quant_max_drop,
+        min_agreement=settings.quant_min_agreement,
+    )
+    tracker.log_quantization(quant)
+    return Evaluation(report, quant)
+
+
+def register(
+    registry: ModelRegistry, plan: Plan, final: FinalFit, evaluation: Evaluation, split: Split
+) -> str:
+    """The model as a new registered version (no alias yet); returns the version."""
+    metrics = evaluation.report.metrics
+    final.model.meta.update(
+        {"serving": evaluation.quantization.chosen, "metrics": _headline(metrics, plan.metric)}
+    )
+    with tempfile.TemporaryDirectory(prefix="tp-train-") as tmp:
+        folder = Path(tmp) / "model"
+        final.model.save(folder)
+        version = registry.log_and_register(
+            folder,
+            task=plan.task.name,
+            input_example=split.eval_texts[:3],
+            tags={
+                "task": plan.task.name,
+                "adapter": final.candidate.adapter,
+                "data_hash": split.summary.dataset_hash,
+            },
+        )
+    return version.version
 
 
 def _headline(metrics: dict, metric: str) -> dict:
     keys = ("macro_recall", "macro_f1", "accuracy", "macro_recall_ci", "macro_f1_ci")
     return {k: metrics[k] for k in keys if k in metrics} | {"primary": metric}
-
-
-def _gate(registry, task, labels, eval_texts, y_eval, report, metric, settings):
-    champion = registry.champion(task.name)
-    candidate_ci = tuple(report.metrics[f"{metric}_ci"])
-    if champion is None:
-        return decide(
-            report.metrics[metric],
-            None,
-            tolerance=settings.gate_tolerance,
-            metric=metric,
-            candidate_ci=candidate_ci,
-        )
-    with tempfile.TemporaryDirectory(prefix="tp-champion-") as tmp:
-        folder = registry.download(task.name, version=champion.version, alias=None, dst=Path(tmp))
-        old = TweetClassifier.load(folder)
-        # map the champion's label names onto this run's indices; a name this run does not know
-        # (the label set changed) is replaced by a class that is certainly wrong
-        index = {name: i for i, name in enumerate(labels)}
-        names = old.predict(eval_texts, clean=False)
-    k = len(labels)
-    pred = np.array([index.get(name, (int(y) + 1) % k) for name, y in zip(names, y_eval, strict=True)])
-    champion_score = _metric_fn(metric, k)(y_eval, pred)
-    champion_ci = bootstrap_ci(
-        y_eval, pred, metric, n_boot=settings.bootstrap_samples, seed=settings.seed, n_classes=k
-    )
-    return decide(
-        report.metrics[metric],
-        float(champion_score),
-        tolerance=settings.gate_tolerance,
-        metric=metric,
-        candidate_ci=candidate_ci,
-        champion_ci=tuple(champion_ci),
-        champion_version=champion.version,
-    )

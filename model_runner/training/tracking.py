@@ -1,18 +1,31 @@
-"""MLflow bookkeeping of a training run: the parent run, one nested run per candidate, artifacts."""
+"""MLflow bookkeeping of a training run: the parent run, one nested run per candidate, artifacts.
+
+``RunTracker`` makes every MLflow call of a training run; the stages hand it their results.
+"""
 
 from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import mlflow
 
 from model_runner import __version__
 from model_runner.settings import Settings
-from model_runner.training.cv import CandidateResult
+
+if TYPE_CHECKING:
+    from model_runner.evaluation import EvalReport
+    from model_runner.modeling.quantize import QuantizationReport
+    from model_runner.registry import GateDecision
+    from model_runner.training.cv import CandidateResult
+    from model_runner.training.folds import Split
+    from model_runner.training.plan import Plan
+    from model_runner.training.warmup import Warmup
+    from model_runner.wiring import Components
 
 
 def code_version() -> str:
@@ -31,8 +44,7 @@ def code_version() -> str:
         return __version__
 
 
-def ensure_experiment(settings: Settings) -> str:
-    client = mlflow.MlflowClient(settings.tracking_uri())
+def ensure_experiment(settings: Settings, client: mlflow.MlflowClient) -> str:
     exp = client.get_experiment_by_name(settings.mlflow_experiment)
     if exp is not None:
         return exp.experiment_id
@@ -41,16 +53,112 @@ def ensure_experiment(settings: Settings) -> str:
 
 
 @contextmanager
-def training_run(settings: Settings, run_name: str, tags: dict[str, str]) -> Iterator[mlflow.ActiveRun]:
+def training_run(
+    settings: Settings, client: mlflow.MlflowClient, run_name: str, tags: dict[str, str]
+) -> Iterator[mlflow.ActiveRun]:
     mlflow.set_tracking_uri(settings.tracking_uri())
-    experiment_id = ensure_experiment(settings)
+    experiment_id = ensure_experiment(settings, client)
     # nested runs inherit the *active* experiment, not the parent's: make them the same
     mlflow.set_experiment(experiment_id=experiment_id)
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
         yield run
 
 
-def log_candidates(results: list[CandidateResult], metric: str) -> list[dict]:
+class RunTracker:
+    """The MLflow run of one training run, and every param, metric, tag and artifact logged to it."""
+
+    def __init__(self, run: mlflow.ActiveRun, code_version: str):
+        self.run = run
+        self.code_version = code_version
+
+    @classmethod
+    @contextmanager
+    def start(cls, components: Components, task: str) -> Iterator[RunTracker]:
+        """Start the parent run ``train-<task>``, tagged with the task and the code version."""
+        version = code_version()
+        tags = {"task": task, "tweetpulse.code_version": version}
+        with training_run(components.settings, components.mlflow, f"train-{task}", tags) as run:
+            yield cls(run, version)
+
+    @property
+    def run_id(self) -> str:
+        return self.run.info.run_id
+
+    def log_plan(self, plan: Plan, split: Split) -> None:
+        """What the run starts from: task, data, encoder, seed, folds, adapters, metric."""
+        summary = split.summary
+        mlflow.log_params(
+            {
+                "task": plan.task.name,
+                "data.source": str(split.source),
+                "data.hash": summary.dataset_hash,
+                "encoder.id": plan.encoder_id,
+                "encoder.revision": plan.encoder_revision,
+                "seed": plan.seed,
+                "cv.folds": plan.folds,
+                "adapters": plan.adapters,
+                "code_version": self.code_version,
+                "metric": plan.metric,
+            }
+        )
+        mlflow.log_params(
+            flat_params(
+                "data.",
+                {
+                    "rows_in": summary.rows_in,
+                    "rows_out": summary.rows_out,
+                    "class_balance": summary.class_balance,
+                    "eval_source": summary.eval_source,
+                },
+            )
+        )
+        log_json(summary.to_dict(), "data_summary.json")
+
+    def log_warmup(self, warm: Warmup) -> None:
+        mlflow.log_params(warm.params())
+
+    def warmup_skipped(self, reason: str) -> None:
+        mlflow.set_tag("warmup.skipped", reason[:500])
+
+    def log_cv(self, results: Sequence[CandidateResult], best: CandidateResult, metric: str) -> list[dict]:
+        """One nested run per candidate, then the winner on the parent run; returns the CV table."""
+        table = log_candidates(results, metric)
+        mlflow.log_params({"best.adapter": best.candidate.adapter, "best.candidate": best.candidate.name})
+        mlflow.log_params(flat_params("best.hp.", best.candidate.hp))
+        mlflow.log_metrics({f"cv_{metric}_mean": best.mean(metric), f"cv_{metric}_std": best.std(metric)})
+        return table
+
+    def log_fit(self, hp: dict) -> None:
+        """The final fit's epochs (they may differ from CV's)."""
+        if "epochs" in hp:
+            mlflow.log_param("fit.epochs", hp["epochs"])
+
+    def log_evaluation(self, report: EvalReport, folder: Path) -> None:
+        """The held-out metrics (per class too: the daily regression check compares those across
+        versions) and the report's files in ``folder`` as ``evaluation/``."""
+        mlflow.log_metrics({k: float(v) for k, v in report.metrics.items() if isinstance(v, int | float)})
+        mlflow.log_metrics(
+            {
+                f"{name}_{label}": float(values[name])
+                for label, values in report.metrics.get("per_class", {}).items()
+                for name in ("precision", "recall", "f1")
+                if name in values
+            }
+        )
+        mlflow.log_artifacts(str(folder), "evaluation")
+
+    def log_quantization(self, quant: QuantizationReport) -> None:
+        mlflow.log_metrics({"int8_score_drop": quant.score_drop, "int8_agreement": quant.agreement})
+        mlflow.log_param("serving", quant.chosen)
+        log_json(quant.to_dict(), "quantization.json")
+
+    def log_decision(self, gate: GateDecision, version: str) -> None:
+        mlflow.set_tags(
+            {"gate.decision": "promoted" if gate.promote else "rejected", "model_version": version}
+        )
+
+
+def log_candidates(results: Sequence[CandidateResult], metric: str) -> list[dict]:
     """One nested run per candidate with its per-fold and mean/std scores; returns the CV table."""
     table = []
     for res in results:

@@ -31,8 +31,8 @@ import numpy as np
 from model_runner.data import prepare_dataset
 from model_runner.encoder import FrozenEncoder
 from model_runner.tasks import Task, get_task
-from model_runner.training.cv import CVData
 from model_runner.training.fitting import fit_candidate, resolve_hp
+from model_runner.training.folds import CVData, Split
 from model_runner.training.search_space import SEARCH_SPACE
 from model_runner.wiring import Components
 
@@ -77,28 +77,19 @@ def warm_up_encoder(
     prepared = prepare_dataset(
         source.data, label_names=source.int_labels, eval_fraction=settings.eval_fraction, seed=settings.seed
     )
-    texts, y = list(prepared.train["text"]), np.asarray(prepared.train["label"])
+    split = Split.of(prepared, source=source.data)
     store = components.embeddings
-    data = CVData(
-        store.get_or_compute(texts, progress=True),
-        texts,
-        y,
-        prepared.labels,
-        str(store.encoder.resolved.path),
-        settings.encoder_max_length,
-        settings.seed,
-        "cuda" if store.encoder.device.type == "cuda" else "cpu",
-    )
+    x = store.get_or_compute(split.train_texts, progress=True)
+    data = CVData.build(split=split, x=x, encoder=store.encoder, settings=settings)
+    rows = len(data.y)
     candidate = SEARCH_SPACE["finetune"][0]
-    epochs = int(resolve_hp(candidate, len(y))["epochs"])
-    log.info("warm-up: fine-tuning the encoder on %s (%d tweets, %d epochs)", source.name, len(y), epochs)
-    model = fit_candidate(candidate, data, np.arange(len(y)), on_epoch=on_epoch, should_stop=should_stop)
+    epochs = int(resolve_hp(candidate, rows)["epochs"])
+    log.info("warm-up: fine-tuning the encoder on %s (%d tweets, %d epochs)", source.name, rows, epochs)
+    model = fit_candidate(candidate, data, np.arange(rows), on_epoch=on_epoch, should_stop=should_stop)
     dst.mkdir(parents=True, exist_ok=True)
     model.encoder.save_pretrained(dst)
     model.tokenizer.save_pretrained(dst)
-    return Warmup(
-        source.name, dst, prepared.summary.dataset_hash, len(y), epochs, time.perf_counter() - started
-    )
+    return Warmup(source.name, dst, split.summary.dataset_hash, rows, epochs, time.perf_counter() - started)
 
 
 def embed_with(warmup: Warmup, texts: Sequence[str], components: Components) -> np.ndarray:

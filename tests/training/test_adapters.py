@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from model_runner.modeling.classifier import TweetClassifier
-from model_runner.training.cv import CVData
 from model_runner.training.fitting import build_classifier, fit_candidate, predict_candidate
+from model_runner.training.folds import CVData
 from model_runner.training.search_space import SEARCH_SPACE, Candidate, candidates_for
 
 from .conftest import make_rows

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from model_runner.training.cv import CVData, run_cv, stratified_folds
+from model_runner.training.cv import run_cv
+from model_runner.training.folds import CVData, stratified_folds
 from model_runner.training.search_space import Candidate
 
 from .conftest import make_rows
