@@ -116,10 +116,13 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535, description="Port `model-runner serve` listens on.")
     api_token: SecretStr | None = Field(
         default=None,
-        description="Bearer token for mutating routes (train, cancel, reload, writes); unset = they refuse.",
+        description="Admin bearer token: every route but health (writes need it); unset = one is generated"
+        " into <home>/api-token (mode 0600).",
     )
     inference_token: SecretStr | None = Field(
-        default=None, description="Optional bearer token for /inference and /similar; unset = open."
+        default=None,
+        description="Read bearer token: GET routes, /inference and /similar (the admin token works too);"
+        " unset = reads take only the admin token.",
     )
     tasks: str = Field(
         default="sentiment,emotion", description="Tasks whose champions the service loads and serves."

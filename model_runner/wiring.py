@@ -1,7 +1,8 @@
-"""The one place where settings become objects: database, encoder, stores.
+"""The one place where settings become objects: database, encoder, stores, registry, MLflow client.
 
-The CLI and the HTTP app both build their parts here, lazily, so that a command that needs only the
-database never loads torch weights.
+The CLI, the HTTP app and the training worker each build one ``Components`` and take every
+collaborator from it, lazily, so that a command that needs only the database never loads torch
+weights and nothing else constructs a registry, a job store or an MLflow client.
 """
 
 from __future__ import annotations
@@ -52,6 +53,30 @@ class Components:
         else:
             key = EncoderKey.resolve(self.settings.encoder_id, self.settings.encoder_revision)
         return VectorSource(self.db, key)
+
+    @cached_property
+    def registry(self):
+        """The model registry, with MLflow's HTTP timeout and retries bounded by the settings."""
+        from model_runner.registry import ModelRegistry, apply_http_limits
+
+        s = self.settings
+        apply_http_limits(s.mlflow_timeout_s, s.mlflow_max_retries, s.mlflow_backoff_factor)
+        return ModelRegistry(s.tracking_uri(), name_prefix=s.registry_prefix)
+
+    @cached_property
+    def mlflow(self):
+        """An MLflow tracking client for this settings' server (runs, tags, experiments)."""
+        from mlflow import MlflowClient
+
+        self.registry  # noqa: B018 - the same HTTP limits apply to every MLflow call
+        return MlflowClient(self.settings.tracking_uri())
+
+    @cached_property
+    def jobs(self):
+        """The training-job table, with this settings' lease."""
+        from model_runner.store.jobs import JobStore
+
+        return JobStore(self.db, lease_s=self.settings.job_lease_s)
 
     def examples(self, task: str):
         from model_runner.store import ExampleStore

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from model_runner.data.labels import parse_mapping_file
+from model_runner.errors import TweetpulseError
 
 logger = logging.getLogger(__name__)
 
@@ -35,8 +36,10 @@ _SHARD_RE = re.compile(r"^(?P<split>.+?)-\d+-of-\d+$")
 _HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(?::[\w.-]+)?$")
 
 
-class DataError(ValueError):
+class DataError(TweetpulseError, ValueError):
     """The input cannot be turned into a dataset (missing, unsupported, empty or too small)."""
+
+    status, type = 422, "invalid_data"
 
 
 @dataclass

@@ -10,8 +10,9 @@ from pathlib import Path
 from model_runner.errors import NoChampionError
 from model_runner.modeling.classifier import TweetClassifier, verify_files
 from model_runner.modeling.serving import ServingChoice, load_for_serving
-from model_runner.registry import ModelRegistry, ModelVersionInfo, apply_http_limits
+from model_runner.registry import ModelRegistry, ModelVersionInfo
 from model_runner.settings import Settings
+from model_runner.wiring import Components
 
 
 @dataclass
@@ -23,9 +24,8 @@ class LoadedModel:
 
 
 def registry_for(settings: Settings) -> ModelRegistry:
-    """The registry of ``settings``, with MLflow's HTTP timeout and retries bounded by them."""
-    apply_http_limits(settings.mlflow_timeout_s, settings.mlflow_max_retries, settings.mlflow_backoff_factor)
-    return ModelRegistry(settings.tracking_uri(), name_prefix=settings.registry_prefix)
+    """The registry of ``settings`` for callers that hold settings only (built by ``Components``)."""
+    return Components(settings).registry
 
 
 def load_champion(

@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 
 from model_runner.settings import Settings
+from model_runner.wiring import Components
 
 log = logging.getLogger(__name__)
 
@@ -37,16 +38,16 @@ def card_info(outcome, name: str, labels: list[str], meta: dict) -> dict:
     }
 
 
-def publish_to_hub(settings: Settings, outcome) -> dict:
+def publish_to_hub(components: Components, outcome) -> dict:
     """Returns what the job records; never raises for a Hub problem (the promotion stands)."""
+    settings = components.settings
     repo_id = hub_repo_for(settings, outcome.task)
     if repo_id is None:
         return {"pushed": False, "reason": "no Hub token and repo configured"}
     from model_runner.hub.push import HubPushError, push_model
-    from model_runner.jobs.champion import registry_for
     from model_runner.modeling.classifier import CONFIG_FILE
 
-    registry = registry_for(settings)
+    registry = components.registry
     tmp = Path(tempfile.mkdtemp(prefix="tp-hub-"))
     try:
         folder = registry.download(outcome.task, version=outcome.model_version, alias=None, dst=tmp)
@@ -71,11 +72,8 @@ def publish_to_hub(settings: Settings, outcome) -> dict:
         shutil.rmtree(tmp, ignore_errors=True)
     tags = {"hub.repo_id": result.repo_id, "hub.commit_id": result.commit_id}
     registry.set_tags(outcome.task, outcome.model_version, tags)
-    import mlflow
-
-    client = mlflow.MlflowClient(settings.tracking_uri())
     for key, value in tags.items():
-        client.set_tag(outcome.run_id, key, value)
+        components.mlflow.set_tag(outcome.run_id, key, value)
     log.info(
         "pushed %s version %s to %s at %s", outcome.task, outcome.model_version, repo_id, result.commit_id
     )

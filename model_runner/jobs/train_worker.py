@@ -28,8 +28,8 @@ from datetime import UTC, datetime
 
 from pydantic import SecretStr
 
-from model_runner.jobs.training_jobs import JobStore
 from model_runner.settings import Settings
+from model_runner.store.jobs import JobStore
 
 log = logging.getLogger("model_runner.train_worker")
 
@@ -249,18 +249,11 @@ def _retrying(fn, *args, deadline_s: float, retry_max_s: float, what: str, **kwa
 
 def feedback_rows(components, task: str) -> list[dict]:
     """Labelled feedback (review queue answers) joins every retrain of its task."""
-    with components.db.connect() as conn:
-        rows = conn.execute(
-            "SELECT text, label FROM labelled_examples WHERE task = %s AND source = 'feedback' ORDER BY id",
-            (task,),
-        ).fetchall()
-    return [{"text": text, "label": label} for text, label in rows]
+    return components.examples(task).feedback()
 
 
-def _champion_version(settings: Settings, task: str) -> str | None:
-    from model_runner.jobs.champion import registry_for
-
-    champion = registry_for(settings).champion(task)
+def _champion_version(components, task: str) -> str | None:
+    champion = components.registry.champion(task)
     return str(champion.version) if champion else None
 
 
@@ -273,7 +266,7 @@ def run_job(settings: Settings, job_id: str, token: str | None = None) -> int:
 
     token = token or uuid.uuid4().hex
     components = Components(settings)
-    store = JobStore(components.db, lease_s=settings.job_lease_s)
+    store = components.jobs
     job = store.get(job_id)
     if job is None or job.state != "queued":
         log.error("job %s is not queued (%s); nothing to do", job_id, job.state if job else "missing")
@@ -354,7 +347,7 @@ def _run_claimed(settings: Settings, components, store: JobStore, job, lease: Le
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         try:
-            champion_before = _champion_version(settings, job.task)
+            champion_before = _champion_version(components, job.task)
             store.merge_result(job_id, {"champion_before": champion_before}, token=token)
         except Exception as exc:  # informational: the service compares champions after the job
             log.warning("job %s: champion before training unknown (%s)", job_id, _brief(exc))
@@ -392,7 +385,7 @@ def _run_claimed(settings: Settings, components, store: JobStore, job, lease: Le
         return 1
 
     try:  # the lease is still renewed during the Hub push
-        return _finish(settings, store, job_id, token, outcome, extra, publish_to_hub, retry)
+        return _finish(components, store, job_id, token, outcome, extra, publish_to_hub, retry)
     except Terminated:
         end("failed", "interrupted: the worker was terminated (SIGTERM)")
         return 143
@@ -402,9 +395,7 @@ def _run_claimed(settings: Settings, components, store: JobStore, job, lease: Le
         return 1
 
 
-def _finish(settings, store, job_id, token, outcome, extra, publish_to_hub, retry) -> int:
-    import mlflow
-
+def _finish(components, store, job_id, token, outcome, extra, publish_to_hub, retry) -> int:
     result = {
         "promoted": outcome.promoted,
         "gate": outcome.gate,
@@ -416,17 +407,14 @@ def _finish(settings, store, job_id, token, outcome, extra, publish_to_hub, retr
         "stage_seconds": outcome.stage_seconds,
     }
     try:
-        result["experiment_id"] = (
-            mlflow.MlflowClient(settings.tracking_uri()).get_run(outcome.run_id).info.experiment_id
-        )
+        result["experiment_id"] = components.mlflow.get_run(outcome.run_id).info.experiment_id
     except Exception as exc:  # the link in the job view only
         log.warning("job %s: experiment id unknown (%s)", job_id, _brief(exc))
     _retrying(store.merge_result, job_id, result, token=token, what="result", **retry)
     _retrying(store.update, job_id, token=token, stage="publish", progress=1.0, what="stage", **retry)
     # a push failure is reported in the job but never undoes the promotion (the service retries it)
-    result["hub"] = (
-        publish_to_hub(settings, outcome) if outcome.promoted else {"pushed": False, "reason": "not promoted"}
-    )
+    not_pushed = {"pushed": False, "reason": "not promoted"}
+    result["hub"] = publish_to_hub(components, outcome) if outcome.promoted else not_pushed
     _retrying(store.merge_result, job_id, {"hub": result["hub"]}, token=token, what="result", **retry)
     done = _retrying(
         store.update,

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 from model_runner.pipeline.vectors import EncoderKey, VectorSource, embedding_join
 from model_runner.pipeline.window import LATEST_PREDICTION, TWEET_TIME, Window
 from model_runner.store import EmbeddingStore
+from model_runner.store.examples import ExampleStore
 
 
 @dataclass
@@ -38,27 +39,17 @@ def _shares(rows) -> dict[str, float]:
 
 def embed_reference(store: EmbeddingStore, task: str, limit: int = 5000) -> int:
     """Vectors for training examples that have none yet (typically new feedback rows)."""
-    with store.db.connect() as conn:
-        rows = conn.execute(
-            "SELECT x.text FROM labelled_examples x LEFT JOIN embeddings e ON e.text_hash = x.text_hash"
-            " AND e.encoder_id = %s AND e.encoder_revision = %s"
-            " WHERE x.task = %s AND x.split = 'train' AND e.text_hash IS NULL LIMIT %s",
-            (store.encoder.encoder_id, store.encoder.revision, task, limit),
-        ).fetchall()
-    if rows:
-        store.get_or_compute([r[0] for r in rows])
-    return len(rows)
+    texts = ExampleStore(store.db, task).without_embedding(
+        store.encoder.encoder_id, store.encoder.revision, limit=limit
+    )
+    if texts:
+        store.get_or_compute(texts)
+    return len(texts)
 
 
 def reference_size(store: EmbeddingStore | VectorSource, task: str) -> int:
     """Training examples of the task stored as drift's reference (feedback rows not counted)."""
-    with store.db.connect() as conn:
-        (n,) = conn.execute(
-            "SELECT count(*) FROM labelled_examples"
-            " WHERE task = %s AND split = 'train' AND source <> 'feedback'",
-            (task,),
-        ).fetchone()
-    return n
+    return ExampleStore(store.db, task).reference_count()
 
 
 def _live_count(store: EmbeddingStore | VectorSource, in_window: str, params: dict) -> int:
@@ -70,11 +61,7 @@ def _live_count(store: EmbeddingStore | VectorSource, in_window: str, params: di
 
 
 def _empty_report(store: EmbeddingStore | VectorSource, task: str, window: Window) -> DriftReport:
-    with store.db.connect() as conn:
-        ref_rows = conn.execute(
-            "SELECT label, count(*) FROM labelled_examples WHERE task = %s AND split = 'train' GROUP BY 1",
-            (task,),
-        ).fetchall()
+    ref_rows = list(ExampleStore(store.db, task).label_counts().items())
     return DriftReport(
         task=task,
         window=window.to_dict(),
@@ -124,10 +111,7 @@ def drift_report(store: EmbeddingStore | VectorSource, task: str, window: Window
             f"SELECT l.label, count(*) FROM tweets t {LATEST_PREDICTION} WHERE {in_window} GROUP BY 1",
             params,
         ).fetchall()
-        ref_rows = conn.execute(
-            "SELECT label, count(*) FROM labelled_examples WHERE task = %s AND split = 'train' GROUP BY 1",
-            (task,),
-        ).fetchall()
+    ref_rows = list(ExampleStore(store.db, task).label_counts().items())
     live_shares = _shares(live_rows)
     dominant = max(live_shares.items(), key=lambda kv: kv[1]) if live_shares else (None, None)
     return DriftReport(

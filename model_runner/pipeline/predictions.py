@@ -8,16 +8,22 @@ from dataclasses import dataclass
 from psycopg.types.json import Jsonb
 
 from model_runner.db import Database
+from model_runner.errors import TweetpulseError
 
 
-class UnknownTweets(ValueError):
+class UnknownTweets(TweetpulseError, ValueError):
     """Predictions for tweets that were never stored (POST the tweets first)."""
+
+    status, type = 422, "invalid_request"
 
     def __init__(self, tweet_ids: Sequence[int]):
         shown = ", ".join(str(t) for t in list(tweet_ids)[:10])
         more = f" and {len(tweet_ids) - 10} more" if len(tweet_ids) > 10 else ""
         super().__init__(f"unknown tweet ids: {shown}{more}; store the tweets before their predictions")
         self.tweet_ids = list(tweet_ids)
+
+    def details(self) -> dict:
+        return {"tweet_ids": [str(t) for t in self.tweet_ids]}
 
 
 @dataclass(frozen=True)

@@ -12,19 +12,26 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from model_runner.db import Database
+from model_runner.errors import TweetpulseError
+from model_runner.store.examples import Example, ExampleStore
 from model_runner.store.keys import normalise, text_key
 
 FEEDBACK_SOURCE = "feedback"
 
 
-class InvalidLabels(ValueError):
+class InvalidLabels(TweetpulseError, ValueError):
     """Rows whose label is not one of the task's labels, or that name neither a text nor a tweet."""
+
+    status, type = 422, "invalid_request"
 
     def __init__(self, problems: Sequence[str]):
         shown = "; ".join(problems[:10])
         more = f"; and {len(problems) - 10} more" if len(problems) > 10 else ""
         super().__init__(f"{len(problems)} invalid label rows, nothing was imported: {shown}{more}")
         self.problems = list(problems)
+
+    def details(self) -> dict:
+        return {"problems": self.problems[:50]}
 
 
 @dataclass(frozen=True)
@@ -95,14 +102,10 @@ def import_labels(
                 continue
             clean = normalise(text)
             # within one batch the first label of a text wins, as in the table
-            rows.setdefault(text_key(clean), (task, clean, text_key(clean), item.label, FEEDBACK_SOURCE))
+            rows.setdefault(text_key(clean), Example(clean, item.label, FEEDBACK_SOURCE, "train"))
         if rows:
-            cur.executemany(
-                "INSERT INTO labelled_examples (task, text, text_hash, label, source, split)"
-                " VALUES (%s, %s, %s, %s, %s, 'train') ON CONFLICT (task, text_hash) DO NOTHING",
-                list(rows.values()),
-            )
-            result.added = max(cur.rowcount, 0)
+            # one transaction: the labels land and leave the review queue together
+            result.added = ExampleStore(db, task).upsert(rows.values(), cur=cur)
             cur.execute(
                 "DELETE FROM review_queue WHERE task = %s AND text_hash = ANY(%s)", (task, list(rows))
             )

@@ -10,9 +10,13 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from model_runner.pipeline.stats import DailyStat
 from model_runner.settings import Settings
+
+if TYPE_CHECKING:  # mlflow loads lazily: the service imports this module at start-up
+    from mlflow import MlflowClient
 
 log = logging.getLogger(__name__)
 
@@ -39,16 +43,17 @@ def _find_run(client, experiment_id: str, tag: str) -> str | None:
 
 
 def log_daily_stats(
-    settings: Settings, stats: list[DailyStat], remember: Callable[[DailyStat, str], None]
+    client: MlflowClient,
+    settings: Settings,
+    stats: list[DailyStat],
+    remember: Callable[[DailyStat, str], None],
 ) -> int:
     """Log the changed stats (and those never logged); returns how many runs were written."""
     todo = [s for s in stats if s.changed or not s.mlflow_run_id]
     if not todo:
         return 0
-    from mlflow import MlflowClient
     from mlflow.entities import Metric
 
-    client = MlflowClient(settings.tracking_uri())
     experiment_id = _experiment_id(client, settings)
     now = int(time.time() * 1000)
     for stat in todo:

@@ -9,7 +9,7 @@ global tracking URI to be the one this registry talks to.
 Remote tracking servers: MLflow's REST client retries transient HTTP failures with backoff, bounded by
 ``MLFLOW_HTTP_REQUEST_TIMEOUT`` / ``_MAX_RETRIES`` / ``_BACKOFF_FACTOR``. MLflow reads those from the
 environment on every request (its defaults, 120 s x 7 retries, let one call hang for many minutes);
-:func:`apply_http_limits` sets them from the settings, and ``registry_for`` calls it.
+:func:`apply_http_limits` sets them from the settings, and ``Components.registry`` calls it.
 
 Integrity: every version is registered with the sha256 of its manifest as a tag, and
 :meth:`ModelRegistry.download_verified` refuses a version that did not pass the gate or whose files are

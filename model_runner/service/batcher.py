@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import weakref
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -25,33 +26,47 @@ from functools import partial
 import numpy as np
 from cachetools import LRUCache
 
+from model_runner.errors import TweetpulseError
 from model_runner.service.served import ServedModel
 
 log = logging.getLogger(__name__)
 
 
-class NotServing(LookupError):
+class NotServing(TweetpulseError, LookupError):
     """No model is loaded for the task."""
 
+    status, type = 503, "model_not_loaded"
+    retry_after_s = 30
 
-class Overloaded(RuntimeError):
+
+class Overloaded(TweetpulseError, RuntimeError):
     """Admission refused: too many texts wait already, or they would wait too long."""
 
+    status, type = 429, "overloaded"
+
     def __init__(self, message: str, retry_after_s: float):
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
+        super().__init__(f"overloaded: {message}")
+        self.retry_after_s = max(1, math.ceil(retry_after_s))
 
 
-class DeadlineExceeded(TimeoutError):
+class DeadlineExceeded(TweetpulseError, TimeoutError):
     """The request waited past its deadline; its texts were dropped from the queue."""
 
+    status, type = 503, "deadline_exceeded"
+    retry_after_s = 5
 
-class BadMessage(ValueError):
+
+class BadMessage(TweetpulseError, ValueError):
     """A text of this request breaks the forward pass (the other requests of its batch got answers)."""
 
+    status, type = 422, "invalid_message"
 
-class InferenceFailed(RuntimeError):
+
+class InferenceFailed(TweetpulseError, RuntimeError):
     """The forward pass failed for this request for a reason that is not its text."""
+
+    status, type = 503, "unavailable"
+    retry_after_s = 5
 
 
 # What a tokenizer or model raises when a text is at fault (the tokenizer's Rust panics arrive as
@@ -203,7 +218,7 @@ class MicroBatcher:
             return await asyncio.wait_for(asyncio.shield(future), deadline_s)
         except TimeoutError:
             future.cancel()
-            raise DeadlineExceeded(f"no answer within {deadline_s:g}s") from None
+            raise DeadlineExceeded(f"no answer within {deadline_s:g}s; the service is busy") from None
         finally:
             if not future.done():  # cancelled by the caller: drop the work
                 future.cancel()

@@ -1,4 +1,7 @@
-"""Domain errors -> HTTP status, in one table, and the JSON error body every failure uses.
+"""The JSON error body every failure uses, and the handlers that produce it.
+
+Domain errors carry their own status (``model_runner.errors.TweetpulseError``); errors of libraries
+below the HTTP layer (the database driver, the file system) map through one table here.
 
 Every error response is ``{"error": {"type": ..., "message": ...}}``; a traceback never leaves the
 process. Messages are written for the caller and never contain secrets.
@@ -7,6 +10,7 @@ process. Messages are written for the caller and never contain secrets.
 from __future__ import annotations
 
 import logging
+import math
 
 import psycopg
 from fastapi import FastAPI, Request
@@ -15,14 +19,13 @@ from fastapi.responses import JSONResponse
 from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from model_runner.data import DataError
-from model_runner.errors import NoChampionError
+from model_runner.errors import TweetpulseError
 
 log = logging.getLogger(__name__)
 
 
-class ApiError(Exception):
-    """An error whose message is safe to show to the caller."""
+class ApiError(TweetpulseError):
+    """An HTTP-level error raised by a route, with optional headers and extra body fields."""
 
     status = 400
     type = "bad_request"
@@ -36,6 +39,9 @@ class ApiError(Exception):
         if type_ is not None:
             self.type = type_
         self.extra = extra  # more machine-readable fields next to type and message (e.g. job_id)
+
+    def details(self) -> dict:
+        return self.extra
 
 
 class Unauthorized(ApiError):
@@ -82,15 +88,13 @@ class ModelInvalid(ApiError):
     status, type = 422, "model_invalid"
 
 
-# Domain exceptions raised below the HTTP layer, and the status each one means. A database that does
+# Exceptions of libraries below the HTTP layer, and the status each one means. A database that does
 # not answer (down, restarting, pool exhausted, statement timeout) is a 503 with Retry-After: the
 # request was fine and may be repeated.
 STATUS_OF: dict[type[Exception], tuple[int, str]] = {
-    NoChampionError: (503, "model_not_loaded"),
     psycopg.OperationalError: (503, "database_unavailable"),
     psycopg.InterfaceError: (503, "database_unavailable"),
     PoolTimeout: (503, "database_unavailable"),
-    DataError: (422, "invalid_data"),
     FileNotFoundError: (404, "not_found"),
 }
 
@@ -121,9 +125,13 @@ def _describe_validation(exc: RequestValidationError) -> str:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ApiError)
-    async def _api_error(_: Request, exc: ApiError):
-        return error_response(exc.status, exc.type, exc.message, exc.headers, **exc.extra)
+    @app.exception_handler(TweetpulseError)
+    async def _domain_error(_: Request, exc: TweetpulseError):
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.retry_after_s is not None and "Retry-After" not in headers:
+            headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
+        message = exc.message if isinstance(exc, ApiError) else str(exc)
+        return error_response(exc.status, exc.type, message, headers or None, **exc.details())
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError):
@@ -137,7 +145,7 @@ def install_error_handlers(app: FastAPI) -> None:
     for exc_type, (status, type_) in STATUS_OF.items():
 
         def _handler(request: Request, exc: Exception, status=status, type_=type_):
-            headers = {"Retry-After": "30" if type_ == "model_not_loaded" else "5"} if status == 503 else None
+            headers = {"Retry-After": "5"} if status == 503 else None
             message = str(exc)
             if type_ == "database_unavailable":
                 # driver messages name hosts and users: they go to the log, not to the caller

@@ -8,6 +8,7 @@ import threading
 import time
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
+from enum import StrEnum
 from functools import partial
 
 from model_runner.errors import NoChampionError
@@ -18,16 +19,32 @@ from model_runner.settings import Settings
 log = logging.getLogger(__name__)
 
 
-@dataclass
+class ReloadOutcome(StrEnum):
+    """How a reload ended: a closed set, so callers branch on it and never on the message."""
+
+    SWAPPED = "swapped"  # a new version serves
+    SAME = "same"  # the champion already serves
+    NO_CHAMPION = "no_champion"  # the registry has no champion for the task yet
+    INVALID = "invalid"  # the candidate was refused (validation, gate, integrity): the old one serves
+    FAILED = "failed"  # registry, download or deadline fault: the old one serves, a retry may help
+
+    @property
+    def refused(self) -> bool:
+        """The reload route answers 422: the champion cannot be served as it is."""
+        return self in (ReloadOutcome.INVALID, ReloadOutcome.FAILED)
+
+
+@dataclass(frozen=True)
 class ReloadResult:
     task: str
     reloaded: bool
     version: str | None
     previous: str | None
     message: str
+    outcome: ReloadOutcome = ReloadOutcome.SAME
 
     def to_dict(self) -> dict:
-        return self.__dict__.copy()
+        return {**self.__dict__, "outcome": self.outcome.value}
 
 
 async def in_own_thread(fn, *args, **kwargs):
@@ -102,31 +119,37 @@ class ModelManager:
         async with self._lock:
             previous = self._served.get(task)
             prev_version = previous.version if previous else None
+
+            def kept(message: str, outcome: ReloadOutcome) -> ReloadResult:
+                return ReloadResult(task, False, prev_version, prev_version, message, outcome)
+
             try:
                 candidate = await self._load_within_deadline(loader, task, prev_version)
             except _LoadDeadline as exc:
                 self.last_error[task] = f"load failed: {exc}"
                 log.error("reload of %s abandoned, still serving %s: %s", task, prev_version, exc)
-                return ReloadResult(task, False, prev_version, prev_version, self.last_error[task])
+                return kept(self.last_error[task], ReloadOutcome.FAILED)
             except AlreadyServing:
-                return ReloadResult(task, False, prev_version, prev_version, "already serving this version")
+                return kept("already serving this version", ReloadOutcome.SAME)
             except NoChampionError as exc:
                 self.last_error[task] = str(exc)
-                return ReloadResult(task, False, prev_version, prev_version, str(exc))
+                return kept(str(exc), ReloadOutcome.NO_CHAMPION)
             except ModelValidationError as exc:
                 self.last_error[task] = f"validation failed: {exc}"
                 log.error("reload of %s refused, still serving %s: %s", task, prev_version, exc)
-                return ReloadResult(task, False, prev_version, prev_version, f"validation failed: {exc}")
+                return kept(self.last_error[task], ReloadOutcome.INVALID)
             except Exception as exc:  # registry unreachable, download error: keep serving
                 self.last_error[task] = f"load failed: {type(exc).__name__}: {exc}"
                 log.exception("reload of %s failed, still serving %s", task, prev_version)
-                return ReloadResult(task, False, prev_version, prev_version, self.last_error[task])
+                return kept(self.last_error[task], ReloadOutcome.FAILED)
             self._served[task] = candidate  # the swap: one reference assignment
             self.last_error.pop(task, None)
             log.info("task %s now serves %s (was %s)", task, candidate.tag, prev_version)
             if self._on_swap:
                 self._on_swap(candidate)
-            return ReloadResult(task, True, candidate.version, prev_version, f"serving {candidate.tag}")
+            return ReloadResult(
+                task, True, candidate.version, prev_version, f"serving {candidate.tag}", ReloadOutcome.SWAPPED
+            )
 
     async def _load_within_deadline(self, loader, task: str, prev_version: str | None) -> ServedModel:
         """``loader`` on its own thread, waited for at most ``reload_timeout_s``.

@@ -21,16 +21,16 @@ from types import SimpleNamespace
 from fastapi.concurrency import run_in_threadpool
 
 from model_runner.settings import Settings
+from model_runner.store.jobs import HubPush, Job, JobResult, ReloadRecord
+from model_runner.wiring import Components
 
 log = logging.getLogger(__name__)
 
 RELOAD_ATTEMPTS = 3
 
 
-def champion_of(settings: Settings, task: str):
-    from model_runner.jobs.champion import registry_for
-
-    return registry_for(settings).champion(task)
+def champion_of(components: Components, task: str):
+    return components.registry.champion(task)
 
 
 def push_pending(settings: Settings, task: str, champion) -> bool:
@@ -44,16 +44,16 @@ def push_pending(settings: Settings, task: str, champion) -> bool:
     return not (tags.get("hub.commit_id") and tags.get("hub.repo_id") == repo)
 
 
-def push_champion(settings: Settings, task: str, champion) -> dict:
+def push_champion(components: Components, task: str, champion) -> dict:
     """Push a registered champion version (as the worker would have after the promotion)."""
-    from model_runner.jobs.champion import registry_for
     from model_runner.jobs.publish import publish_to_hub
     from model_runner.tasks import get_task
 
+    settings = components.settings
     metrics: dict = {}
     if champion.run_id:
         try:
-            metrics = registry_for(settings).run_metrics(champion.run_id)
+            metrics = components.registry.run_metrics(champion.run_id)
         except Exception as exc:  # the card says less; the push still happens
             log.warning("metrics of %s version %s unknown (%s)", task, champion.version, type(exc).__name__)
     outcome = SimpleNamespace(
@@ -65,11 +65,11 @@ def push_champion(settings: Settings, task: str, champion) -> dict:
         data={},
         quantization={},
     )
-    return publish_to_hub(settings, outcome)
+    return publish_to_hub(components, outcome)
 
 
-def _promoted(result: dict, champion_version: str | None, job_version: str | None) -> bool:
-    if result.get("promoted"):
+def _promoted(result: JobResult, champion_version: str | None, job_version: str | None) -> bool:
+    if result.promoted:
         return True
     if champion_version is None:
         return False
@@ -77,46 +77,48 @@ def _promoted(result: dict, champion_version: str | None, job_version: str | Non
         return True
     # one job at a time: the alias moved during this job, so this job moved it (even when it died
     # before it could say so)
-    return "champion_before" in result and result["champion_before"] != champion_version
+    recorded = "champion_before" in result.model_fields_set  # None there means: no champion before
+    return recorded and result.champion_before != champion_version
 
 
-async def after_job(state, job) -> dict:
-    """Reload the job's task if its champion is not served, retry a missing Hub push; the result keys."""
+async def after_job(state, job: Job) -> JobResult:
+    """Reload the job's task if its champion is not served, retry a missing Hub push; what the job's
+    result records about it."""
     settings = state.settings
     task = job.task
-    result = job.result or {}
+    result = job.result
     try:
-        champion = await run_in_threadpool(champion_of, settings, task)
+        champion = await run_in_threadpool(champion_of, state.components, task)
     except Exception as exc:
         log.warning("champion of %s unknown after job %s (%s)", task, job.id, type(exc).__name__)
         champion = None
     champion_version = str(champion.version) if champion else None
     promoted = _promoted(result, champion_version, job.model_version)
-    info: dict = {"champion_version": champion_version, "promoted": promoted}
-    if promoted and champion_version and not result.get("model_version"):
-        info["model_version"] = str(job.model_version or champion_version)
+    info = JobResult(champion_version=champion_version, promoted=promoted)
+    if promoted and champion_version and not result.model_version:
+        info.model_version = str(job.model_version or champion_version)
     if task in state.models.tasks:
         reload = None
         for attempt in range(RELOAD_ATTEMPTS):
-            reload = (await state.reload(task)).to_dict()
+            reload = ReloadRecord(**(await state.reload(task)).to_dict())
             served = state.models.get(task)
             if champion_version is None or (served and str(served.version) == champion_version):
                 break
             if attempt + 1 < RELOAD_ATTEMPTS:
                 await asyncio.sleep(2.0 * (attempt + 1))
-        info["reload"] = reload
+        info.reload = reload
     else:
-        info["reload"] = {"reloaded": False, "message": f"task {task} is not served here"}
+        info.reload = ReloadRecord(task=task, message=f"task {task} is not served here")
     served = state.models.get(task)
-    info["served_version"] = str(served.version) if served else None
+    info.served_version = str(served.version) if served else None
     if champion is not None and push_pending(settings, task, champion):
         log.warning("%s champion version %s is not on the Hub yet: pushing it", task, champion_version)
         try:
-            hub = await run_in_threadpool(push_champion, settings, task, champion)
+            hub = await run_in_threadpool(push_champion, state.components, task, champion)
         except Exception as exc:
             hub = {"pushed": False, "error": f"{type(exc).__name__}"}
-        info["hub_retry"] = {**hub, "version": champion_version}
-    info["reconciled_at"] = datetime.now(UTC).isoformat()
+        info.hub_retry = HubPush(**{**hub, "version": champion_version})
+    info.reconciled_at = datetime.now(UTC)
     return info
 
 
@@ -130,12 +132,12 @@ async def at_startup(state) -> None:
     settings = state.settings
     for task in state.models.tasks:
         try:
-            champion = await run_in_threadpool(champion_of, settings, task)
+            champion = await run_in_threadpool(champion_of, state.components, task)
             if champion is not None and push_pending(settings, task, champion):
                 log.warning(
                     "start-up: %s champion version %s is not on the Hub: pushing it", task, champion.version
                 )
-                hub = await run_in_threadpool(push_champion, settings, task, champion)
+                hub = await run_in_threadpool(push_champion, state.components, task, champion)
                 log.info("start-up Hub push of %s version %s: %s", task, champion.version, hub)
         except Exception as exc:
             log.warning("start-up Hub check of %s skipped (%s)", task, type(exc).__name__)
@@ -146,7 +148,7 @@ async def at_startup(state) -> None:
         log.warning("start-up job reconciliation skipped (%s)", type(exc).__name__)
         return
     for job in jobs:
-        if job.state in ("queued", "running") or (job.result or {}).get("reconciled_at"):
+        if job.state in ("queued", "running") or job.result.reconciled_at is not None:
             continue
         try:
             info = await after_job(state, job)

@@ -10,12 +10,12 @@ from datetime import UTC, datetime
 
 from fastapi.concurrency import run_in_threadpool
 
-from model_runner.jobs.training_jobs import JobStore
 from model_runner.service.auth import Tokens
 from model_runner.service.metrics import ServiceMetrics
-from model_runner.service.models import ModelManager
+from model_runner.service.models import ModelManager, ReloadOutcome
 from model_runner.service.training import TrainingSupervisor
 from model_runner.settings import Settings
+from model_runner.store.jobs import JobResult
 from model_runner.wiring import Components
 
 log = logging.getLogger(__name__)
@@ -29,11 +29,7 @@ class ServiceState:
         self.tokens = Tokens.from_settings(settings)
         # one thread for every forward pass: batches queue instead of fighting over the cores
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
-        self.jobs = TrainingSupervisor(
-            settings,
-            JobStore(lambda: self.components.db, lease_s=settings.job_lease_s),
-            on_finished=self._after_training,
-        )
+        self.jobs = TrainingSupervisor(self.components, on_finished=self._after_training)
         self.models = ModelManager(
             settings,
             self.executor,
@@ -99,7 +95,7 @@ class ServiceState:
                 log.info("start-up load %s: %s", task, result.message)
                 # a registry or download fault is retried; no champion yet, a refused model or a
                 # served one end the start-up load (the registry poll and training reload later)
-                if result.reloaded or result.version or not _is_fault(result.message):
+                if result.reloaded or result.version or result.outcome is not ReloadOutcome.FAILED:
                     pending.remove(task)
             if pending:
                 await asyncio.sleep(delay)
@@ -117,11 +113,11 @@ class ServiceState:
 
     async def reload(self, task: str):
         result = await self.models.reload(task)
-        outcome = "swapped" if result.reloaded else ("failed" if task in self.models.last_error else "same")
-        self.metrics.reloads.labels(task, outcome).inc()
+        label = {ReloadOutcome.SWAPPED: "swapped", ReloadOutcome.SAME: "same"}.get(result.outcome, "failed")
+        self.metrics.reloads.labels(task, label).inc()
         return result
 
-    async def _after_training(self, job=None) -> dict:
+    async def _after_training(self, job=None) -> JobResult | None:
         """A training job ended (any state): converge the served model to the registry's champion and
         return what the job's result records (``reload``, ``served_version``, ``promoted``, ``hub``).
         ``None``: the supervisor's start-up sweep (Hub pushes the champion misses)."""
@@ -129,7 +125,7 @@ class ServiceState:
 
         if job is None:
             await reconcile.at_startup(self)
-            return {}
+            return None
         return await reconcile.after_job(self, job)
 
     def begin_drain(self) -> None:
@@ -150,7 +146,3 @@ class ServiceState:
         self.executor.shutdown(wait=False, cancel_futures=True)
         if "db" in self.components.__dict__:
             self.components.db.close()
-
-
-def _is_fault(message: str) -> bool:
-    return message.startswith(("load failed", "timed out", "reload timed out"))

@@ -34,8 +34,8 @@ from pathlib import Path
 from fastapi.concurrency import run_in_threadpool
 
 from model_runner.jobs.train_worker import dump_settings, process_start_time
-from model_runner.jobs.training_jobs import ActiveJobExists, Job, JobStore
-from model_runner.settings import Settings
+from model_runner.store.jobs import ActiveJobExists, Job, JobStore
+from model_runner.wiring import Components
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +78,9 @@ def same_process(pid: int | None, started_at: datetime | None) -> bool:
 
 
 class TrainingSupervisor:
-    def __init__(self, settings: Settings, store: JobStore, *, on_finished=None, on_state=None):
-        self.settings = settings
-        self.store = store
+    def __init__(self, components: Components, *, on_finished=None, on_state=None):
+        self.settings = components.settings
+        self._components = components
         # async callable(job | None) -> dict: after a job (any end state) the reconciliation (reload,
         # served version, Hub push retry) whose dict joins the job's result; None: the start-up sweep
         self._on_finished = on_finished
@@ -91,7 +91,12 @@ class TrainingSupervisor:
         self._sweeper: asyncio.Task | None = None
         self._stopping = False
         self.host = socket.gethostname()
-        self.log_dir = settings.resolved_home() / "logs" / "jobs"
+        self.log_dir = self.settings.resolved_home() / "logs" / "jobs"
+
+    @property
+    def store(self) -> JobStore:
+        # built on first use: the database may still be coming up when the supervisor is created
+        return self._components.jobs
 
     # --- start-up ------------------------------------------------------------------------------------
     def recover(self) -> list[str]:

@@ -1,4 +1,4 @@
-"""What tweetpulse keeps in Postgres: the embedding cache and the labelled examples."""
+"""What tweetpulse keeps in Postgres: the embedding cache, the labelled examples, the training jobs."""
 
 from model_runner.store.embeddings import CacheStats, EmbeddingDimensionError, EmbeddingStore, Neighbour
 from model_runner.store.examples import ExampleStore

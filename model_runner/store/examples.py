@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
+import psycopg
 
 from model_runner.db import Database
 from model_runner.store.keys import normalise, text_key
@@ -37,8 +38,9 @@ class ExampleStore:
         self.db = db
         self.task = task
 
-    def upsert(self, examples: Iterable[Example]) -> int:
-        """Insert examples not seen before for this task; returns how many were new."""
+    def upsert(self, examples: Iterable[Example], *, cur: psycopg.Cursor | None = None) -> int:
+        """Insert examples not seen before for this task (the first label of a text wins); returns how
+        many were new. ``cur``: inside the caller's transaction."""
         rows = []
         for ex in examples:
             text = normalise(ex.text)
@@ -46,14 +48,59 @@ class ExampleStore:
                 rows.append((self.task, text, text_key(text), ex.label, ex.source, ex.split))
         if not rows:
             return 0
-        with self.db.connect() as conn, conn.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO labelled_examples (task, text, text_hash, label, source, split)"
-                " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (task, text_hash) DO NOTHING",
-                rows,
-            )
-            # executemany's rowcount is the sum over statements: the rows really inserted
-            return max(cur.rowcount, 0)
+        if cur is not None:
+            return self._insert(cur, rows)
+        with self.db.connect() as conn, conn.cursor() as own:
+            return self._insert(own, rows)
+
+    @staticmethod
+    def _insert(cur: psycopg.Cursor, rows: list[tuple]) -> int:
+        cur.executemany(
+            "INSERT INTO labelled_examples (task, text, text_hash, label, source, split)"
+            " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (task, text_hash) DO NOTHING",
+            rows,
+        )
+        # executemany's rowcount is the sum over statements: the rows really inserted
+        return max(cur.rowcount, 0)
+
+    def feedback(self) -> list[dict[str, str]]:
+        """Labelled feedback (review queue answers), oldest first: it joins every retrain of the task."""
+        with self.db.connect() as conn:
+            rows = conn.execute(
+                "SELECT text, label FROM labelled_examples"
+                " WHERE task = %s AND source = 'feedback' ORDER BY id",
+                (self.task,),
+            ).fetchall()
+        return [{"text": text, "label": label} for text, label in rows]
+
+    def label_counts(self, *, split: str = "train") -> dict[str, int]:
+        with self.db.connect() as conn:
+            rows = conn.execute(
+                "SELECT label, count(*) FROM labelled_examples WHERE task = %s AND split = %s GROUP BY 1",
+                (self.task, split),
+            ).fetchall()
+        return dict(rows)
+
+    def reference_count(self) -> int:
+        """Training examples stored as drift's reference (feedback rows not counted)."""
+        with self.db.connect() as conn:
+            (n,) = conn.execute(
+                "SELECT count(*) FROM labelled_examples"
+                " WHERE task = %s AND split = 'train' AND source <> 'feedback'",
+                (self.task,),
+            ).fetchone()
+        return n
+
+    def without_embedding(self, encoder_id: str, revision: str, *, limit: int) -> list[str]:
+        """Texts of training examples that have no vector of this encoder yet."""
+        with self.db.connect() as conn:
+            rows = conn.execute(
+                "SELECT x.text FROM labelled_examples x LEFT JOIN embeddings e ON e.text_hash = x.text_hash"
+                " AND e.encoder_id = %s AND e.encoder_revision = %s"
+                " WHERE x.task = %s AND x.split = 'train' AND e.text_hash IS NULL LIMIT %s",
+                (encoder_id, revision, self.task, limit),
+            ).fetchall()
+        return [r[0] for r in rows]
 
     def added_since(self, since: datetime | None, *, split: str = "train") -> list[Example]:
         with self.db.connect() as conn:

@@ -11,7 +11,6 @@ lease expired is failed by whichever process notices. The worker's own writes na
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -19,8 +18,10 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
+from pydantic import BaseModel, ConfigDict, ValidationError, model_serializer
 
 from model_runner.db import Database
+from model_runner.errors import TweetpulseError
 
 ACTIVE = ("queued", "running")
 FINAL = ("succeeded", "failed", "cancelled")
@@ -41,10 +42,85 @@ _COLUMNS = {
 }
 
 
-class ActiveJobExists(RuntimeError):
+class _Record(BaseModel):
+    # rows written by older versions may carry keys this version does not know: keep them
+    model_config = ConfigDict(extra="allow")
+
+
+class _Compact(_Record):
+    # shown as written: the fields that say nothing (None) are left out, as the worker wrote them
+    @model_serializer(mode="wrap")
+    def _without_none(self, handler) -> dict[str, Any]:
+        return {k: v for k, v in handler(self).items() if v is not None}
+
+
+class HubPush(_Compact):
+    """A Hub push attempt: the worker's (``hub``) or the service's retry (``hub_retry``)."""
+
+    pushed: bool = False
+    repo_id: str | None = None
+    commit_id: str | None = None
+    reason: str | None = None  # why nothing was pushed (not promoted, no Hub configured)
+    error: str | None = None
+    version: str | None = None  # the champion version a retry pushed
+
+
+class ReloadRecord(_Compact):
+    """What the service's reload after the job did (``ReloadResult`` as stored)."""
+
+    task: str | None = None
+    reloaded: bool = False
+    version: str | None = None
+    previous: str | None = None
+    message: str = ""
+    outcome: str | None = None
+
+
+class JobResult(_Record):
+    """The ``result`` column: written in patches by the worker (training outcome, Hub push) and by the
+    service's reconciliation (what is served), read back typed by the service and the job route."""
+
+    promoted: bool | None = None
+    model_version: str | None = None
+    gate: dict[str, Any] | None = None
+    mlflow_run_id: str | None = None
+    experiment_id: str | None = None
+    best_candidate: Any = None
+    cv: Any = None
+    quantization: dict[str, Any] | None = None
+    feedback_rows: int | None = None
+    stage_seconds: dict[str, float] | None = None
+    champion_before: str | None = None  # the champion when the job started (None: there was none)
+    champion_version: str | None = None
+    served_version: str | None = None
+    hub: HubPush | None = None
+    hub_retry: HubPush | None = None
+    reload: ReloadRecord | None = None
+    reconciled_at: datetime | None = None
+
+    @classmethod
+    def read(cls, raw: dict | None) -> JobResult:
+        try:
+            return cls.model_validate(raw or {})
+        except ValidationError:  # a hand-edited row must not make the job unreadable
+            return cls.model_construct(**(raw or {}))
+
+    def patch(self) -> dict:
+        """The fields that were set, as JSON, for ``JobStore.merge_result``."""
+        return self.model_dump(mode="json", exclude_unset=True)
+
+
+class ActiveJobExists(TweetpulseError, RuntimeError):
+    """One job at a time: another job is queued or running."""
+
+    status, type = 409, "conflict"
+
     def __init__(self, job_id: str | None):
         super().__init__(f"training job {job_id} is already queued or running")
         self.job_id = job_id
+
+    def details(self) -> dict:
+        return {"job_id": self.job_id}
 
 
 @dataclass
@@ -62,7 +138,7 @@ class Job:
     started_at: datetime | None
     finished_at: datetime | None
     cancel_requested: bool
-    result: dict
+    result: JobResult
     worker_pid: int | None = None
     worker_host: str | None = None
     worker_started_at: datetime | None = None
@@ -72,20 +148,19 @@ class Job:
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Job:
-        return cls(**{k: row.get(k) for k in cls.__dataclass_fields__ if k != "id"}, id=str(row["id"]))
+        fields = {k: row.get(k) for k in cls.__dataclass_fields__ if k not in ("id", "result")}
+        return cls(**fields, id=str(row["id"]), result=JobResult.read(row.get("result")))
+
+    @property
+    def settled(self) -> bool:
+        """The job ended and the service reconciled what is served after it."""
+        return self.state in FINAL and self.result.reconciled_at is not None
 
 
 class JobStore:
-    def __init__(self, db: Database | Callable[[], Database], *, lease_s: float = 60.0):
-        # a callable defers connecting (and starting an embedded Postgres) to the first use
-        self._db = db
+    def __init__(self, db: Database, *, lease_s: float = 60.0):
+        self.db = db
         self.lease_s = lease_s
-
-    @property
-    def db(self) -> Database:
-        if callable(self._db) and not isinstance(self._db, Database):
-            self._db = self._db()
-        return self._db
 
     def create(self, task: str, params: dict) -> Job:
         job_id = uuid.uuid4()
@@ -154,8 +229,10 @@ class JobStore:
             )
             return cur.rowcount == 1
 
-    def merge_result(self, job_id: str, patch: dict, *, token: str | None = None) -> bool:
-        """Add keys to the job's ``result`` (a JSON merge) without rewriting what others wrote."""
+    def merge_result(self, job_id: str, patch: JobResult | dict, *, token: str | None = None) -> bool:
+        """Add keys to the job's ``result`` (a JSON merge) without rewriting what others wrote; the
+        patch is checked against ``JobResult`` first."""
+        patch = (patch if isinstance(patch, JobResult) else JobResult.model_validate(patch)).patch()
         guard, extra = "", ()
         if token is not None:
             guard, extra = " AND state IN ('queued', 'running') AND lease_token = %s", (token,)

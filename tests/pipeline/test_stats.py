@@ -10,6 +10,7 @@ from model_runner.pipeline.stats import (
 )
 from model_runner.pipeline.stats_mlflow import EXPERIMENT, log_daily_stats
 from model_runner.settings import Settings
+from model_runner.wiring import Components
 from tests.pipeline.conftest import NOW, add_inspected
 
 DAY = NOW.date()
@@ -74,7 +75,7 @@ def test_stats_are_logged_to_one_mlflow_run_per_day_and_source(db, tmp_path):
     def run(remember=True):
         stats = store_daily_stats(db, compute_daily_stats(db, "sentiment", DAY - timedelta(days=1), DAY))
         keep = (lambda s, r: set_mlflow_run(db, s, r)) if remember else (lambda s, r: None)
-        return log_daily_stats(settings, stats, keep)
+        return log_daily_stats(Components(settings).mlflow, settings, stats, keep)
 
     assert run() == 2
     assert run() == 0  # nothing changed: nothing logged

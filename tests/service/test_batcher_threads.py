@@ -64,16 +64,23 @@ def test_worker_running_reflects_live_worker_processes():
     import subprocess
     import sys
 
-    from model_runner.service.training import TrainingSupervisor
+    from model_runner.service.training import TrainingSupervisor, WorkerHandle
 
     supervisor = TrainingSupervisor.__new__(TrainingSupervisor)
     supervisor._procs = {}
     assert not supervisor.worker_running
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
-    supervisor._procs["job"] = proc
+    supervisor._procs["job"] = WorkerHandle(proc.pid, popen=proc)
+    adopted = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
         assert supervisor.worker_running
-    finally:
         proc.kill()
         proc.wait()
+        assert not supervisor.worker_running
+        # a worker adopted after a restart is known by pid and start time only
+        supervisor._procs["adopted"] = WorkerHandle(adopted.pid)
+        assert supervisor.worker_running
+    finally:
+        adopted.kill()
+        adopted.wait()
     assert not supervisor.worker_running

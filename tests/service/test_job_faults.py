@@ -16,7 +16,7 @@ from pydantic import SecretStr
 from model_runner.data import DataError
 from model_runner.db import Database
 from model_runner.jobs.train_worker import safe_error
-from model_runner.jobs.training_jobs import JobStore
+from model_runner.store.jobs import JobStore
 from tests.hub.fake_hub import FakeHub
 from tests.service.conftest import make_dataset, serve
 

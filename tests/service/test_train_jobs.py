@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import httpx
 
 from model_runner.db import Database
-from model_runner.jobs.training_jobs import JobStore
+from model_runner.store.jobs import JobStore
 from tests.service.conftest import make_dataset, serve, wait_for_job
 
 

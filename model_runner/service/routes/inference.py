@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import math
-
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
-from model_runner.service.batcher import BadMessage, DeadlineExceeded, InferenceFailed, NotServing, Overloaded
+from model_runner.service.batcher import NotServing
 from model_runner.service.deps import StateDep
 from model_runner.service.disconnect import until_disconnected
 from model_runner.service.errors import (
     ModelNotLoaded,
     PayloadTooLarge,
-    TooManyRequests,
-    Unavailable,
     Unprocessable,
 )
 from model_runner.service.text_input import SanitizingRoute, char_budget, prepare_message
@@ -77,7 +73,7 @@ async def inference(state: StateDep, body: InferenceRequest, request: Request, r
     if served is None:
         raise _not_loaded(state, body.task)
     batcher = state.models.batchers[body.task]
-    _admit(batcher, len(body.messages))
+    batcher.admit(len(body.messages))  # Overloaded: 429 with Retry-After
     budget = char_budget(served.model.max_length, settings.max_message_chars)
     texts, cut = await _prepare(body.messages, budget)
     if texts:
@@ -85,18 +81,8 @@ async def inference(state: StateDep, body: InferenceRequest, request: Request, r
             result = await until_disconnected(
                 request, batcher.predict(texts, deadline_s=settings.request_deadline_s)
             )
-        except NotServing:
+        except NotServing:  # the model went away between the check above and the batch: say why
             raise _not_loaded(state, body.task) from None
-        except Overloaded as exc:
-            raise _overloaded(exc) from None
-        except DeadlineExceeded as exc:
-            raise Unavailable(
-                f"{exc}; the service is busy", headers={"Retry-After": "5"}, type_="deadline_exceeded"
-            ) from None
-        except BadMessage as exc:
-            raise Unprocessable(str(exc), type_="invalid_message") from None
-        except InferenceFailed as exc:
-            raise Unavailable(str(exc), headers={"Retry-After": "5"}) from None
         served, proba, truncated = result.served, result.proba, result.truncated
     labels = served.labels
     predictions = []
@@ -133,18 +119,6 @@ async def _prepare(messages: list[str], budget: int) -> tuple[list[str], list[bo
     if sum(map(len, messages)) <= _CLEAN_INLINE_CHARS:
         return run()
     return await run_in_threadpool(run)
-
-
-def _admit(batcher, n: int) -> None:
-    try:
-        batcher.admit(n)
-    except Overloaded as exc:
-        raise _overloaded(exc) from None
-
-
-def _overloaded(exc: Overloaded) -> TooManyRequests:
-    retry = max(1, math.ceil(exc.retry_after_s))
-    return TooManyRequests(f"overloaded: {exc}", headers={"Retry-After": str(retry)})
 
 
 def _not_loaded(state, task: str) -> ModelNotLoaded:

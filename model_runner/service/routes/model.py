@@ -45,13 +45,10 @@ async def tasks(state: StateDep):
 @router.get("/model/versions", summary="Registered versions of a task's model, newest first, with metrics")
 async def versions(state: StateDep, task: str = Query("sentiment"), limit: int = Query(10, ge=1, le=100)):
     _check_task(state, task)
-    return await run_in_threadpool(_versions, state.settings, task, limit)
+    return await run_in_threadpool(_versions, state.components.registry, task, limit)
 
 
-def _versions(settings, task: str, limit: int) -> dict:
-    from model_runner.jobs.champion import registry_for
-
-    registry = registry_for(settings)
+def _versions(registry, task: str, limit: int) -> dict:
     out = []
     for info in registry.versions(task, limit=limit):
         metrics = registry.run_metrics(info.run_id) if info.run_id else {}
@@ -79,7 +76,7 @@ async def reload(state: StateDep, task: str | None = Query(None)):
         _check_task(state, task)
     results = [await state.reload(t) for t in ([task] if task else state.models.tasks)]
     body = [r.to_dict() for r in results]
-    failed = [r for r in results if r.message.startswith(("validation failed", "load failed"))]
+    failed = [r for r in results if r.outcome.refused]
     if failed:
         raise ModelInvalid("; ".join(f"{r.task}: {r.message}" for r in failed), results=body)
     return {"results": body}

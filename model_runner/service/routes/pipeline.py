@@ -83,16 +83,14 @@ def _embed_missing(components, texts: list[str]) -> int:
     summary="Upsert predictions of stored tweets; those below the review threshold join the review queue",
 )
 def post_predictions(components: ComponentsDep, body: PredictionsRequest):
-    from model_runner.pipeline.predictions import TweetPrediction, UnknownTweets, upsert_predictions
+    from model_runner.pipeline.predictions import TweetPrediction, upsert_predictions
 
     preds = [TweetPrediction(p.tweet_id, p.label, p.scores) for p in body.predictions]
     threshold = components.settings.review_threshold
-    try:
-        result = upsert_predictions(
-            components.db, body.task, body.model_version, preds, review_threshold=threshold
-        )
-    except UnknownTweets as exc:
-        raise Unprocessable(str(exc), tweet_ids=[str(t) for t in exc.tweet_ids]) from None
+    # UnknownTweets: 422 naming the tweet ids
+    result = upsert_predictions(
+        components.db, body.task, body.model_version, preds, review_threshold=threshold
+    )
     return {**asdict(result), "review_threshold": threshold}
 
 
@@ -112,15 +110,13 @@ def get_review(
 
 @router.post("/labels", dependencies=admin, summary="Labelled feedback: joins the next retrain")
 def post_labels(components: ComponentsDep, body: LabelsRequest):
-    from model_runner.pipeline.review import InvalidLabels, LabelItem, import_labels
+    from model_runner.pipeline.review import LabelItem, import_labels
     from model_runner.tasks import get_task
 
     task = get_task(body.task, components.settings)
     items = [LabelItem(i.label, i.text, i.tweet_id) for i in body.items]
-    try:
-        result = import_labels(components.db, task.name, items, allowed_labels=task.int_labels)
-    except InvalidLabels as exc:
-        raise Unprocessable(str(exc), problems=exc.problems[:50]) from None
+    # InvalidLabels: 422 listing the problems, nothing imported
+    result = import_labels(components.db, task.name, items, allowed_labels=task.int_labels)
     return {**asdict(result), "unknown_tweets": [str(t) for t in result.unknown_tweets]}
 
 
@@ -139,7 +135,9 @@ def post_daily_stats(components: ComponentsDep, body: DailyStatsRequest):
     stats = store_daily_stats(db, compute_daily_stats(db, body.task, first, last, found_by=body.found_by))
     logged = 0
     if body.log_to_mlflow:
-        logged = log_daily_stats(components.settings, stats, lambda s, run: set_mlflow_run(db, s, run))
+        logged = log_daily_stats(
+            components.mlflow, components.settings, stats, lambda s, run: set_mlflow_run(db, s, run)
+        )
     return {
         "task": body.task,
         "first_day": first.isoformat(),

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from fastapi import APIRouter, Body, Depends, Query
+from fastapi import APIRouter, Body, Depends, Query, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from model_runner.jobs.training_jobs import ActiveJobExists, Job
 from model_runner.service.auth import require_admin
 from model_runner.service.deps import StateDep
 from model_runner.service.errors import Conflict, NotFound, Unprocessable
+from model_runner.settings import Settings
+from model_runner.store.jobs import HubPush, Job, ReloadRecord
 
 router = APIRouter(tags=["training"])
 
@@ -79,76 +80,117 @@ class TrainRequest(BaseModel):
         return value
 
 
-def job_view(job: Job, settings) -> dict:
-    result = job.result or {}
-    run_id = result.get("mlflow_run_id")
-    url = None
-    if run_id and settings.mlflow_ui_url:
-        experiment = result.get("experiment_id", "0")
-        url = f"{settings.mlflow_ui_url.rstrip('/')}/#/experiments/{experiment}/runs/{run_id}"
-    return {
-        "job_id": job.id,
-        "task": job.task,
-        "state": job.state,
-        "stage": job.stage,
-        "progress": round(float(job.progress), 4),
-        "params": job.params,
-        "metrics": job.metrics,
-        "model_version": job.model_version or result.get("model_version"),
-        "promoted": result.get("promoted"),
-        "gate": result.get("gate"),
-        "mlflow_run_id": run_id,
-        "mlflow_run_url": url,
-        "hub": result.get("hub"),
-        "hub_retry": result.get("hub_retry"),
-        "reload": result.get("reload"),
-        # what the reconciliation after the job found: the champion, what is served, whether the
-        # alias moved during the job (even when the job failed afterwards)
-        "champion_version": result.get("champion_version"),
-        "served_version": result.get("served_version"),
-        "settled": job.state not in ("queued", "running") and bool(result.get("reconciled_at")),
-        "error": job.error,
-        "cancel_requested": job.cancel_requested,
-        "created_at": job.created_at.isoformat(),
-        "started_at": job.started_at.isoformat() if job.started_at else None,
-        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
-    }
+class JobView(BaseModel):
+    """A training job as the API shows it: the job row plus its typed result."""
+
+    job_id: str
+    task: str
+    state: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    stage: str | None
+    progress: float
+    params: dict[str, Any]
+    metrics: dict[str, Any] | None
+    model_version: str | None
+    promoted: bool | None
+    gate: dict[str, Any] | None
+    mlflow_run_id: str | None
+    mlflow_run_url: str | None
+    hub: HubPush | None
+    hub_retry: HubPush | None
+    reload: ReloadRecord | None
+    # what the reconciliation after the job found: the champion, what is served, whether the alias
+    # moved during the job (even when the job failed afterwards)
+    champion_version: str | None
+    served_version: str | None
+    settled: bool = Field(description="The job ended and the service reconciled what it serves.")
+    error: str | None
+    cancel_requested: bool
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, job: Job, settings: Settings) -> JobView:
+        result = job.result
+        url = None
+        if result.mlflow_run_id and settings.mlflow_ui_url:
+            experiment = result.experiment_id or "0"
+            url = (
+                f"{settings.mlflow_ui_url.rstrip('/')}/#/experiments/{experiment}/runs/{result.mlflow_run_id}"
+            )
+        return cls(
+            job_id=job.id,
+            task=job.task,
+            state=job.state,
+            stage=job.stage,
+            progress=round(float(job.progress), 4),
+            params=job.params or {},
+            metrics=job.metrics,
+            model_version=job.model_version or result.model_version,
+            promoted=result.promoted,
+            gate=result.gate,
+            mlflow_run_id=result.mlflow_run_id,
+            mlflow_run_url=url,
+            hub=result.hub,
+            hub_retry=result.hub_retry,
+            reload=result.reload,
+            champion_version=result.champion_version,
+            served_version=result.served_version,
+            settled=job.settled,
+            error=job.error,
+            cancel_requested=job.cancel_requested,
+            created_at=job.created_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+        )
+
+
+class JobList(BaseModel):
+    jobs: list[JobView]
+
+
+class JobAccepted(BaseModel):
+    job_id: str
 
 
 @router.post(
     "/train",
     status_code=202,
+    response_model=JobAccepted,
     dependencies=[Depends(require_admin)],
     summary="Start a training job (cross-validation, final fit, gate, Hub push, hot reload)",
-    responses={202: {"content": {"application/json": {"example": {"job_id": "…"}}}}, 409: {}},
+    responses={409: {}},
 )
-async def start(state: StateDep, body: TrainRequest | None = Body(None)):
+async def start(state: StateDep, response: Response, body: TrainRequest | None = Body(None)):
     request = body or TrainRequest()
     params = request.model_dump(exclude_none=True, exclude={"task"})
     if request.dataset is not None:
         params["dataset"] = check_dataset(request.dataset, state.settings)
-    try:
-        job = await state.jobs.submit(request.task, params)
-    except ActiveJobExists as exc:
-        raise Conflict(str(exc), job_id=exc.job_id) from None
-    return JSONResponse({"job_id": job.id}, status_code=202, headers={"Location": f"/train/{job.id}"})
+    job = await state.jobs.submit(request.task, params)  # ActiveJobExists: 409 naming the job
+    response.headers["Location"] = f"/train/{job.id}"
+    return JobAccepted(job_id=job.id)
 
 
-@router.get("/train", summary="Recent training jobs, newest first")
+@router.get("/train", response_model=JobList, summary="Recent training jobs, newest first")
 async def recent(state: StateDep, limit: int = Query(20, ge=1, le=200)):
     jobs = await run_in_threadpool(state.jobs.store.recent, limit)
-    return {"jobs": [job_view(j, state.settings) for j in jobs]}
+    return JobList(jobs=[JobView.of(j, state.settings) for j in jobs])
 
 
-@router.get("/train/{job_id}", summary="State, stage, progress and outcome of a job")
+@router.get("/train/{job_id}", response_model=JobView, summary="State, stage, progress and outcome of a job")
 async def status(state: StateDep, job_id: str):
     job = await run_in_threadpool(state.jobs.store.get, job_id)
     if job is None:
         raise NotFound(f"no training job {job_id}")
-    return job_view(job, state.settings)
+    return JobView.of(job, state.settings)
 
 
-@router.post("/train/{job_id}/cancel", dependencies=[Depends(require_admin)], summary="Cancel a job")
+@router.post(
+    "/train/{job_id}/cancel",
+    response_model=JobView,
+    dependencies=[Depends(require_admin)],
+    summary="Cancel a job",
+)
 async def cancel(state: StateDep, job_id: str):
     job = await run_in_threadpool(state.jobs.store.get, job_id)
     if job is None:
@@ -156,4 +198,4 @@ async def cancel(state: StateDep, job_id: str):
     if job.state not in ("queued", "running"):
         raise Conflict(f"training job {job_id} already ended ({job.state})", job_id=job_id)
     job = await run_in_threadpool(state.jobs.store.request_cancel, job_id)
-    return job_view(job, state.settings)
+    return JobView.of(job, state.settings)
