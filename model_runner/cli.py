@@ -95,8 +95,8 @@ def _cmd_label_import(args: argparse.Namespace) -> int:
     from dataclasses import asdict
     from pathlib import Path
 
-    from model_runner.pipeline.label_files import read_label_file
-    from model_runner.pipeline.review import import_labels
+    from model_runner.tweets.label_files import read_label_file
+    from model_runner.tweets.review import import_labels
     from model_runner.wiring import Components
 
     settings = get_settings()
@@ -114,7 +114,7 @@ def _cmd_label_import(args: argparse.Namespace) -> int:
 
 
 def _cmd_label_export(args: argparse.Namespace) -> int:
-    from model_runner.pipeline.review import list_review
+    from model_runner.tweets.review import list_review
     from model_runner.wiring import Components
 
     settings = get_settings()

@@ -46,7 +46,7 @@ class Components:
     @cached_property
     def vectors(self):
         """Database + encoder key for read-only vector queries; reuses the loaded encoder if any."""
-        from model_runner.pipeline.vectors import EncoderKey, VectorSource
+        from model_runner.tweets.vectors import EncoderKey, VectorSource
 
         if "encoder" in self.__dict__:
             key = EncoderKey(self.encoder.encoder_id, self.encoder.revision, self.encoder.dim)

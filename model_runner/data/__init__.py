@@ -1,4 +1,4 @@
-"""Dataset pipeline: read labelled tweets from any supported source and prepare train/eval splits.
+"""Dataset preparation: read labelled tweets from any supported source and prepare train/eval splits.
 
 Typical use::
 
@@ -9,7 +9,7 @@ Typical use::
 """
 
 from model_runner.data.cleaning import clean_text
-from model_runner.data.pipeline import DataSummary, PreparedData, prepare_dataset
+from model_runner.data.preparation import DataSummary, PreparedData, prepare_dataset
 from model_runner.data.readers import DataError, read_source
 
 __all__ = ["DataError", "DataSummary", "PreparedData", "clean_text", "prepare_dataset", "read_source"]

@@ -17,7 +17,7 @@ from model_runner.service.auth import DocsGuard, authorize
 from model_runner.service.errors import install_error_handlers
 from model_runner.service.limits import BodySizeLimit
 from model_runner.service.metrics import MetricsMiddleware
-from model_runner.service.routes import health, inference, metrics, model, pipeline, similar, train
+from model_runner.service.routes import health, inference, metrics, model, similar, train, tweets
 from model_runner.service.state import ServiceState
 from model_runner.settings import Settings, get_settings
 
@@ -29,7 +29,7 @@ ROUTERS = (
     similar.router,
     model.router,
     train.router,
-    pipeline.router,
+    tweets.router,
     metrics.router,
 )
 

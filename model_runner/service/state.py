@@ -12,8 +12,8 @@ from fastapi.concurrency import run_in_threadpool
 
 from model_runner.service.auth import Tokens
 from model_runner.service.metrics import ServiceMetrics
-from model_runner.service.models import ModelManager, ReloadOutcome
-from model_runner.service.training import TrainingSupervisor
+from model_runner.service.model_manager import ModelManager, ReloadOutcome
+from model_runner.service.supervisor import TrainingSupervisor
 from model_runner.settings import Settings
 from model_runner.store.jobs import JobResult
 from model_runner.wiring import Components

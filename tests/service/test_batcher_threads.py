@@ -64,7 +64,7 @@ def test_worker_running_reflects_live_worker_processes():
     import subprocess
     import sys
 
-    from model_runner.service.training import TrainingSupervisor, WorkerHandle
+    from model_runner.service.supervisor import TrainingSupervisor, WorkerHandle
 
     supervisor = TrainingSupervisor.__new__(TrainingSupervisor)
     supervisor._procs = {}

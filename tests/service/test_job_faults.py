@@ -90,7 +90,7 @@ def test_postgres_unreachable_for_5s_during_a_job_the_job_ends_reloads_and_the_n
     fresh_settings, pg_server, monkeypatch, caplog
 ):
     monkeypatch.setenv(PAUSE, "cv:10")  # the worker needs no database in this window
-    caplog.set_level(logging.WARNING, logger="model_runner.service.training")
+    caplog.set_level(logging.WARNING, logger="model_runner.service.supervisor")
     # short connection timeouts, so that the watcher meets errors within the outage instead of waiting
     settings = fresh_settings.model_copy(update={"db_connect_timeout_s": 1.0})
     with serve(settings) as server, server.client() as c:

@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file
 from model_runner.jobs.champion import registry_for
 from model_runner.modeling.classifier import write_checksums
 from model_runner.registry import MANIFEST_TAG, decide
-from model_runner.service.models import ModelManager
+from model_runner.service.model_manager import ModelManager
 from model_runner.settings import Settings
 from tests.registry.conftest import Store, active_run
 from tests.service.conftest import serve

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from model_runner.service.models import ModelManager, in_own_thread
+from model_runner.service.model_manager import ModelManager, in_own_thread
 
 
 def _wait_dead(thread: threading.Thread, timeout: float = 5.0) -> bool:

@@ -3,9 +3,9 @@ import json
 import pytest
 
 from model_runner.cli import main
-from model_runner.pipeline.predictions import TweetPrediction, upsert_predictions
-from model_runner.pipeline.tweets import Tweet, upsert_tweets
-from tests.pipeline.conftest import scores_for
+from model_runner.tweets.predictions import TweetPrediction, upsert_predictions
+from model_runner.tweets.tweets import Tweet, upsert_tweets
+from tests.tweets.conftest import scores_for
 
 
 @pytest.fixture

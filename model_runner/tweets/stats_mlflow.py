@@ -12,8 +12,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from model_runner.pipeline.stats import DailyStat
 from model_runner.settings import Settings
+from model_runner.tweets.stats import DailyStat
 
 if TYPE_CHECKING:  # mlflow loads lazily: the service imports this module at start-up
     from mlflow import MlflowClient

@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from model_runner.pipeline.predictions import TweetPrediction, upsert_predictions
-from model_runner.pipeline.tweets import Tweet, upsert_tweets
 from model_runner.store import EmbeddingStore
+from model_runner.tweets.predictions import TweetPrediction, upsert_predictions
+from model_runner.tweets.tweets import Tweet, upsert_tweets
 
 GROUPS = {
     "negative": {"awful", "broken", "hate", "refund", "worst"},

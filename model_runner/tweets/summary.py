@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from model_runner.pipeline.vectors import EncoderKey, VectorSource, embedding_join
-from model_runner.pipeline.window import LATEST_PREDICTION, SOURCE_FILTER, TOP_SCORE, TWEET_TIME, Window
 from model_runner.store import EmbeddingStore
+from model_runner.tweets.vectors import EncoderKey, VectorSource, embedding_join
+from model_runner.tweets.window import LATEST_PREDICTION, SOURCE_FILTER, TOP_SCORE, TWEET_TIME, Window
 
 
 @dataclass

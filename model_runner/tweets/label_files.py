@@ -11,7 +11,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from model_runner.pipeline.review import InvalidLabels, LabelItem
+from model_runner.tweets.review import InvalidLabels, LabelItem
 
 
 def _label(value, int_labels: Sequence[str]) -> str:

@@ -14,8 +14,10 @@ from datetime import UTC, datetime, timedelta
 from fastapi import APIRouter, Depends, Query
 from fastapi.concurrency import run_in_threadpool
 
-from model_runner.pipeline import alerts
-from model_runner.pipeline.api_models import (
+from model_runner.service.auth import require_admin
+from model_runner.service.deps import ComponentsDep, StateDep
+from model_runner.service.errors import Conflict, Unprocessable
+from model_runner.service.schemas import (
     MAX_OFFSET,
     ClaimRequest,
     DailyStatsRequest,
@@ -28,10 +30,8 @@ from model_runner.pipeline.api_models import (
     TaskName,
     TweetsRequest,
 )
-from model_runner.service.auth import require_admin
-from model_runner.service.deps import ComponentsDep, StateDep
-from model_runner.service.errors import Conflict, Unprocessable
 from model_runner.service.text_input import SafeStr, SanitizingRoute
+from model_runner.tweets import alerts
 
 router = APIRouter(tags=["pipeline"], route_class=SanitizingRoute)
 admin = [Depends(require_admin)]
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 
 def _window(since: datetime | None, until: datetime | None, default_days: float):
-    from model_runner.pipeline.window import Window
+    from model_runner.tweets.window import Window
 
     try:
         return Window.between(since, until, default_days=default_days)
@@ -50,8 +50,8 @@ def _window(since: datetime | None, until: datetime | None, default_days: float)
 @router.post("/tweets", dependencies=admin, summary="Upsert inspected tweets (idempotent by tweet id)")
 async def post_tweets(state: StateDep, body: TweetsRequest):
     """Stores the tweets, then computes the vectors drift and summaries read (only missing ones)."""
-    from model_runner.pipeline.tweets import Tweet, upsert_tweets
-    from model_runner.pipeline.window import as_utc
+    from model_runner.tweets.tweets import Tweet, upsert_tweets
+    from model_runner.tweets.window import as_utc
 
     components = state.components
     tweets = [
@@ -83,7 +83,7 @@ def _embed_missing(components, texts: list[str]) -> int:
     summary="Upsert predictions of stored tweets; those below the review threshold join the review queue",
 )
 def post_predictions(components: ComponentsDep, body: PredictionsRequest):
-    from model_runner.pipeline.predictions import TweetPrediction, upsert_predictions
+    from model_runner.tweets.predictions import TweetPrediction, upsert_predictions
 
     preds = [TweetPrediction(p.tweet_id, p.label, p.scores) for p in body.predictions]
     threshold = components.settings.review_threshold
@@ -101,7 +101,7 @@ def get_review(
     limit: int = Query(50, ge=1, le=1000),
     offset: int = Query(0, ge=0, le=MAX_OFFSET),
 ):
-    from model_runner.pipeline.review import list_review
+    from model_runner.tweets.review import list_review
 
     total, items = list_review(components.db, task, limit=limit, offset=offset)
     rows = [{**asdict(i), "tweet_id": str(i.tweet_id), "queued_at": i.queued_at.isoformat()} for i in items]
@@ -110,8 +110,8 @@ def get_review(
 
 @router.post("/labels", dependencies=admin, summary="Labelled feedback: joins the next retrain")
 def post_labels(components: ComponentsDep, body: LabelsRequest):
-    from model_runner.pipeline.review import LabelItem, import_labels
     from model_runner.tasks import get_task
+    from model_runner.tweets.review import LabelItem, import_labels
 
     task = get_task(body.task, components.settings)
     items = [LabelItem(i.label, i.text, i.tweet_id) for i in body.items]
@@ -126,8 +126,8 @@ def post_labels(components: ComponentsDep, body: LabelsRequest):
     summary="Recompute daily inspection statistics (per source and UTC day), store and log them to MLflow",
 )
 def post_daily_stats(components: ComponentsDep, body: DailyStatsRequest):
-    from model_runner.pipeline.stats import compute_daily_stats, set_mlflow_run, store_daily_stats
-    from model_runner.pipeline.stats_mlflow import EXPERIMENT, log_daily_stats
+    from model_runner.tweets.stats import compute_daily_stats, set_mlflow_run, store_daily_stats
+    from model_runner.tweets.stats_mlflow import EXPERIMENT, log_daily_stats
 
     last = body.until or datetime.now(UTC).date()
     first = last - timedelta(days=body.days - 1)
@@ -157,7 +157,7 @@ def get_daily_stats(
     until: SaneDate | None = None,
     found_by: SafeStr | None = Query(None, min_length=1, max_length=300),
 ):
-    from model_runner.pipeline.stats import read_daily_stats
+    from model_runner.tweets.stats import read_daily_stats
 
     last = until or datetime.now(UTC).date()
     first = last - timedelta(days=days - 1)
@@ -177,7 +177,7 @@ def get_daily_stats(
     " what lacks a vector (feedback rows). GET /drift only reads what is there.",
 )
 async def prepare_drift_reference(state: StateDep, task: TaskName = "sentiment"):
-    from model_runner.service.models import in_own_thread
+    from model_runner.service.model_manager import in_own_thread
 
     components = state.components
     # one-off torch work on a thread that ends with it (the torch-thread rule of the service)
@@ -187,8 +187,8 @@ async def prepare_drift_reference(state: StateDep, task: TaskName = "sentiment")
 def _prepare_reference(components, task: str) -> dict:
     from model_runner.data import DataError
     from model_runner.jobs.embed import embed_dataset
-    from model_runner.pipeline.drift import embed_reference, reference_size
     from model_runner.tasks import get_task
+    from model_runner.tweets.drift import embed_reference, reference_size
 
     recorded, notes = False, []
     if reference_size(components.embeddings, task) == 0:
@@ -210,8 +210,8 @@ def get_drift(
     until: SaneDatetime | None = None,
 ):
     """Reads only: tweets are embedded when stored, the reference by ``POST /drift/reference``."""
-    from model_runner.pipeline.drift import drift_report
-    from model_runner.pipeline.window import Window
+    from model_runner.tweets.drift import drift_report
+    from model_runner.tweets.window import Window
 
     report = drift_report(components.vectors, task, Window.last_days(days, until))
     notes = []
@@ -231,7 +231,7 @@ def get_summary(
     found_by: SafeStr | None = Query(None, min_length=1, max_length=300),
     per_class: int = Query(3, ge=1, le=20),
 ):
-    from model_runner.pipeline.summary import summarise
+    from model_runner.tweets.summary import summarise
 
     window = _window(since, until, 1)
     found = summarise(components.vectors, task, window, found_by=found_by, per_class=per_class)

@@ -2,11 +2,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from model_runner.pipeline.predictions import TweetPrediction, UnknownTweets, upsert_predictions
-from model_runner.pipeline.review import list_review
-from model_runner.pipeline.tweets import Tweet, backfill_text_hashes, upsert_tweets
 from model_runner.store import normalise, text_key
-from tests.pipeline.conftest import scores_for
+from model_runner.tweets.predictions import TweetPrediction, UnknownTweets, upsert_predictions
+from model_runner.tweets.review import list_review
+from model_runner.tweets.tweets import Tweet, backfill_text_hashes, upsert_tweets
+from tests.tweets.conftest import scores_for
 
 WHEN = datetime(2026, 3, 1, tzinfo=UTC)
 

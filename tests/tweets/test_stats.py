@@ -2,16 +2,16 @@ from datetime import timedelta
 
 import pytest
 
-from model_runner.pipeline.stats import (
+from model_runner.settings import Settings
+from model_runner.tweets.stats import (
     compute_daily_stats,
     read_daily_stats,
     set_mlflow_run,
     store_daily_stats,
 )
-from model_runner.pipeline.stats_mlflow import EXPERIMENT, log_daily_stats
-from model_runner.settings import Settings
+from model_runner.tweets.stats_mlflow import EXPERIMENT, log_daily_stats
 from model_runner.wiring import Components
-from tests.pipeline.conftest import NOW, add_inspected
+from tests.tweets.conftest import NOW, add_inspected
 
 DAY = NOW.date()
 

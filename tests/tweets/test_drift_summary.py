@@ -3,13 +3,13 @@ from datetime import timedelta
 import numpy as np
 import pytest
 
-from model_runner.pipeline.drift import drift_report, embed_reference
-from model_runner.pipeline.summary import summarise
-from model_runner.pipeline.vectors import embed_window
-from model_runner.pipeline.window import Window
 from model_runner.store import ExampleStore
 from model_runner.store.examples import Example
-from tests.pipeline.conftest import NOW, add_inspected
+from model_runner.tweets.drift import drift_report, embed_reference
+from model_runner.tweets.summary import summarise
+from model_runner.tweets.vectors import embed_window
+from model_runner.tweets.window import Window
+from tests.tweets.conftest import NOW, add_inspected
 
 WINDOW = Window.last_days(7, until=NOW)
 TRAIN = [("awful broken", "negative"), ("meeting tuesday", "neutral"), ("love thanks", "positive")]

@@ -13,7 +13,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from psycopg.types.json import Jsonb
 
 from model_runner.db import Database
-from model_runner.pipeline.window import LATEST_PREDICTION, TOP_SCORE, TWEET_TIME
+from model_runner.tweets.window import LATEST_PREDICTION, TOP_SCORE, TWEET_TIME
 
 
 @dataclass

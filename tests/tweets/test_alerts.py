@@ -2,7 +2,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from model_runner.pipeline import alerts
+from model_runner.tweets import alerts
 
 
 def test_an_incident_is_claimed_once_until_confirmed(db):

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from model_runner.pipeline.vectors import EncoderKey, VectorSource, embedding_join
-from model_runner.pipeline.window import LATEST_PREDICTION, TWEET_TIME, Window
 from model_runner.store import EmbeddingStore
 from model_runner.store.examples import ExampleStore
+from model_runner.tweets.vectors import EncoderKey, VectorSource, embedding_join
+from model_runner.tweets.window import LATEST_PREDICTION, TWEET_TIME, Window
 
 
 @dataclass

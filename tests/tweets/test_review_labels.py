@@ -2,11 +2,11 @@ import json
 
 import pytest
 
-from model_runner.pipeline.label_files import read_label_file
-from model_runner.pipeline.predictions import TweetPrediction, upsert_predictions
-from model_runner.pipeline.review import InvalidLabels, LabelItem, import_labels, list_review
-from model_runner.pipeline.tweets import Tweet, upsert_tweets
-from tests.pipeline.conftest import scores_for
+from model_runner.tweets.label_files import read_label_file
+from model_runner.tweets.predictions import TweetPrediction, upsert_predictions
+from model_runner.tweets.review import InvalidLabels, LabelItem, import_labels, list_review
+from model_runner.tweets.tweets import Tweet, upsert_tweets
+from tests.tweets.conftest import scores_for
 
 LABELS = ("negative", "neutral", "positive")
 

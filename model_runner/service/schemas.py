@@ -1,4 +1,4 @@
-"""Request bodies of the pipeline routes (``model_runner/service/routes/pipeline.py``).
+"""Request bodies of the pipeline routes (``model_runner/service/routes/tweets.py``).
 
 Tweet ids are 64-bit integers; they are accepted as JSON numbers or strings and returned as strings,
 as the X API does, so JavaScript clients do not lose precision.
@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from model_runner.pipeline.alerts import KEY_PATTERN
+from model_runner.tweets.alerts import KEY_PATTERN
 
 TaskName = Literal["sentiment", "emotion"]
 

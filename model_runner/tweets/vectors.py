@@ -10,9 +10,9 @@ import logging
 from dataclasses import dataclass
 
 from model_runner.db import Database
-from model_runner.pipeline.tweets import backfill_text_hashes
-from model_runner.pipeline.window import SOURCE_FILTER, TWEET_TIME, Window
 from model_runner.store import EmbeddingStore
+from model_runner.tweets.tweets import backfill_text_hashes
+from model_runner.tweets.window import SOURCE_FILTER, TWEET_TIME, Window
 
 log = logging.getLogger(__name__)
 
