@@ -6,14 +6,18 @@ import argparse
 import json
 import logging
 import sys
+from dataclasses import asdict
+from pathlib import Path
 
+from model_runner.errors import NoChampionError
 from model_runner.settings import get_settings
 from model_runner.tasks import TASK_NAMES, get_task
+from model_runner.wiring import Components
 
 
 def _cmd_embed(args: argparse.Namespace) -> int:
+    # lazy: `model-runner --help` and the database-only commands must not load torch, mlflow or datasets
     from model_runner.jobs.embed import embed_dataset
-    from model_runner.wiring import Components
 
     settings = get_settings()
     report = embed_dataset(Components(settings), get_task(args.task, settings), args.data)
@@ -28,7 +32,6 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from model_runner.training.run import run_training
-    from model_runner.wiring import Components
 
     settings = get_settings()
     adapters = args.adapters.split(",") if args.adapters else None
@@ -67,8 +70,6 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from model_runner.jobs.champion import load_champion
     from model_runner.jobs.predict import predict_file
 
@@ -92,12 +93,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_label_import(args: argparse.Namespace) -> int:
-    from dataclasses import asdict
-    from pathlib import Path
-
     from model_runner.tweets.label_files import read_label_file
     from model_runner.tweets.review import import_labels
-    from model_runner.wiring import Components
 
     settings = get_settings()
     task = get_task(args.task, settings)
@@ -115,7 +112,6 @@ def _cmd_label_import(args: argparse.Namespace) -> int:
 
 def _cmd_label_export(args: argparse.Namespace) -> int:
     from model_runner.tweets.review import list_review
-    from model_runner.wiring import Components
 
     settings = get_settings()
     task = get_task(args.task, settings)
@@ -192,7 +188,6 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     from model_runner.data import DataError
-    from model_runner.errors import NoChampionError
 
     try:
         return args.func(args)

@@ -26,6 +26,7 @@ class Components:
 
     @cached_property
     def encoder(self):
+        # lazy: each collaborator loads its heavy stack (torch, mlflow, datasets) only when first used
         from model_runner.encoder import FrozenEncoder
 
         s = self.settings

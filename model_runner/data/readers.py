@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import datasets
+
 from model_runner.data.labels import parse_mapping_file
 from model_runner.errors import TweetpulseError
 
@@ -169,8 +171,6 @@ def _read_csv(path: Path, malformed: Counter[str]) -> list[RawRow]:
 
 
 def _read_parquet(path: Path) -> list[RawRow]:
-    import datasets
-
     try:
         # A throwaway cache: the rows are kept in memory, and a persistent cache keyed on the path
         # could serve stale rows after the file is rewritten in place.
@@ -229,8 +229,6 @@ def _read_directory(directory: Path) -> RawSource:
 
 
 def _read_hub(dataset_id: str) -> RawSource:
-    import datasets
-
     name, _, config = dataset_id.partition(":")
     try:
         loaded = datasets.load_dataset(name, config or None)

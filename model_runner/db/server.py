@@ -11,6 +11,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
 from model_runner.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -42,8 +44,6 @@ def resolve_database_url(settings: Settings) -> str:
 
 def redact(url: str) -> str:
     """The URL without its password, for logs and error messages."""
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
     try:
         parts = conninfo_to_dict(url)
     except Exception:

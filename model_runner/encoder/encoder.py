@@ -38,6 +38,7 @@ class FrozenEncoder:
         max_length: int = 128,
         batch_size: int = 64,
     ):
+        # lazy: the service imports this module at start-up; transformers loads with the first encoder
         from transformers import AutoModel, AutoTokenizer
 
         self.resolved: ResolvedModel = resolve_model(model_id, revision)

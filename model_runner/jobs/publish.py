@@ -44,6 +44,7 @@ def publish_to_hub(components: Components, outcome) -> dict:
     repo_id = hub_repo_for(settings, outcome.task)
     if repo_id is None:
         return {"pushed": False, "reason": "no Hub token and repo configured"}
+    # lazy: the service imports this module at start-up; these load torch and huggingface_hub
     from model_runner.hub.push import HubPushError, push_model
     from model_runner.modeling.classifier import CONFIG_FILE
 

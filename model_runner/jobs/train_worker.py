@@ -28,8 +28,17 @@ from datetime import UTC, datetime
 
 from pydantic import SecretStr
 
+try:
+    import psutil
+except ImportError:  # pragma: no cover - psutil is a dependency; /proc is the fallback on Linux
+    psutil = None
+
+from model_runner.data import DataError
+from model_runner.jobs.publish import publish_to_hub
 from model_runner.settings import Settings
 from model_runner.store.jobs import JobStore
+from model_runner.tasks import get_task
+from model_runner.wiring import Components
 
 log = logging.getLogger("model_runner.train_worker")
 
@@ -66,10 +75,6 @@ def process_start_time(pid: int) -> float | None:
 
     With the pid, it identifies a process: a pid reused by another process has another start time.
     """
-    try:
-        import psutil
-    except ImportError:  # pragma: no cover - psutil is a dependency; /proc is the fallback on Linux
-        psutil = None
     if psutil is not None:
         try:
             proc = psutil.Process(pid)
@@ -222,8 +227,6 @@ def safe_error(exc: BaseException, dataset: str | None = None) -> str:
     Quoted values, lists, dicts and ``name=value`` groups (where readers and libraries put texts,
     labels and rows) are replaced by ``…``; data errors also name the dataset (as the caller gave it).
     """
-    from model_runner.data import DataError
-
     lines = str(exc).strip().splitlines()
     message = _QUOTED.sub("…", lines[0] if lines else "")[:300]
     text = f"{type(exc).__name__}: {message}".rstrip(": ")
@@ -262,8 +265,6 @@ def _on_sigterm(signum, frame):
 
 
 def run_job(settings: Settings, job_id: str, token: str | None = None) -> int:
-    from model_runner.wiring import Components
-
     token = token or uuid.uuid4().hex
     components = Components(settings)
     store = components.jobs
@@ -291,8 +292,7 @@ def run_job(settings: Settings, job_id: str, token: str | None = None) -> int:
 
 
 def _run_claimed(settings: Settings, components, store: JobStore, job, lease: Lease) -> int:
-    from model_runner.jobs.publish import publish_to_hub
-    from model_runner.tasks import get_task
+    # lazy: the service imports this module at start-up; training loads sklearn, transformers, mlflow
     from model_runner.training.run import run_training
 
     job_id, token = job.id, lease.token

@@ -177,6 +177,7 @@ class TweetClassifier(nn.Module):
     @classmethod
     def load(cls, folder: Path, *, device: str | torch.device = "cpu") -> TweetClassifier:
         """The fp32 model saved in ``folder``, as saved (``serving.load_for_serving`` serves it)."""
+        # lazy: the service imports this module at start-up; transformers loads with the first model
         from transformers import AutoModel, AutoTokenizer
 
         folder = Path(folder)

@@ -77,6 +77,7 @@ def export_onnx(model: TweetClassifier, path: Path) -> Path:
 
 
 def _quantize(src: Path, dst: Path) -> Path:
+    # lazy: the service imports this module at start-up; onnx/onnxruntime load only for that runtime
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 

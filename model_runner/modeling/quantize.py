@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
+from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
 from model_runner.modeling.classifier import TweetClassifier
 
@@ -67,8 +68,6 @@ def _quiet_deprecations() -> Iterator[None]:
 
 
 def _dynamic_quantize(module: nn.Module) -> nn.Module:
-    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
-
     with _quiet_deprecations():
         return quantize_dynamic(
             module,

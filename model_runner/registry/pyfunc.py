@@ -28,6 +28,7 @@ from mlflow.types import ColSpec, DataType, Schema
 from packaging.version import Version
 
 from model_runner.modeling.classifier import CONFIG_FILE
+from model_runner.modeling.serving import TORCH, load_for_serving
 
 MODEL_ARTIFACT = "model"
 TEXT_COLUMN = "text"
@@ -48,8 +49,6 @@ class TweetPulsePyfunc(PythonModel):
         self.choice = None  # the ServingChoice made at load_context
 
     def load_context(self, context: PythonModelContext) -> None:
-        from model_runner.modeling.serving import TORCH, load_for_serving
-
         runtime = (getattr(context, "model_config", None) or {}).get("runtime", TORCH)
         self._model, self.choice = load_for_serving(Path(context.artifacts[MODEL_ARTIFACT]), runtime=runtime)
 

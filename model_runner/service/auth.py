@@ -18,7 +18,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import SecretStr
 
-from model_runner.service.errors import Forbidden, Unauthorized
+from model_runner.service.errors import Forbidden, Unauthorized, error_response
 from model_runner.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -148,8 +148,6 @@ class DocsGuard:
             scheme, _, token = raw.partition(" ")
             presented = token.strip() if scheme.lower() == "bearer" and token.strip() else None
             if presented is None or not self.state.tokens.may_read(presented):
-                from model_runner.service.errors import error_response
-
                 response = error_response(
                     401, "unauthorized", "the docs need 'Authorization: Bearer <token>'", _CHALLENGE
                 )

@@ -327,6 +327,7 @@ def _predict(model, texts: list[str], pass_size: int, threads: int):
     cleaned again here; the result cache is keyed by the cleaned text as well.
     """
     if threads:
+        # lazy: service start-up should not need torch (only serving does)
         import torch
 
         if torch.get_num_threads() != threads:

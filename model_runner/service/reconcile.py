@@ -20,8 +20,10 @@ from types import SimpleNamespace
 
 from fastapi.concurrency import run_in_threadpool
 
+from model_runner.jobs.publish import hub_repo_for, publish_to_hub
 from model_runner.settings import Settings
 from model_runner.store.jobs import HubPush, Job, JobResult, ReloadRecord
+from model_runner.tasks import get_task
 from model_runner.wiring import Components
 
 log = logging.getLogger(__name__)
@@ -35,8 +37,6 @@ def champion_of(components: Components, task: str):
 
 def push_pending(settings: Settings, task: str, champion) -> bool:
     """The Hub is configured and the champion version has not been pushed to its repo."""
-    from model_runner.jobs.publish import hub_repo_for
-
     repo = hub_repo_for(settings, task) if champion else None
     if champion is None or repo is None:
         return False
@@ -46,9 +46,6 @@ def push_pending(settings: Settings, task: str, champion) -> bool:
 
 def push_champion(components: Components, task: str, champion) -> dict:
     """Push a registered champion version (as the worker would have after the promotion)."""
-    from model_runner.jobs.publish import publish_to_hub
-    from model_runner.tasks import get_task
-
     settings = components.settings
     metrics: dict = {}
     if champion.run_id:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from model_runner.errors import NoChampionError
+from model_runner.jobs.champion import registry_for
 from model_runner.modeling.classifier import TweetClassifier, verify_files
 from model_runner.modeling.serving import CANARY_TEXTS, load_for_serving, runtime_of
 from model_runner.registry import ModelVersionInfo, UntrustedVersionError
@@ -100,8 +101,6 @@ def load_version(
     ``unless_serving``: the version already served; asking the registry is cheap, downloading and
     loading is not, so a reload (or a registry poll) of an unchanged champion stops here.
     """
-    from model_runner.jobs.champion import registry_for
-
     registry = registry_for(settings)
     info = version or registry.champion(task)
     if info is None:

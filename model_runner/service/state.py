@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 from fastapi.concurrency import run_in_threadpool
 
+from model_runner.service import reconcile
 from model_runner.service.auth import Tokens
 from model_runner.service.metrics import ServiceMetrics
 from model_runner.service.model_manager import ModelManager, ReloadOutcome
@@ -51,6 +52,7 @@ class ServiceState:
         return self.settings.inference_threads or os.cpu_count() or 1
 
     async def start(self) -> None:
+        # lazy: service start-up should not need torch (only serving does)
         import torch
 
         torch.set_num_threads(self.serving_threads())
@@ -121,8 +123,6 @@ class ServiceState:
         """A training job ended (any state): converge the served model to the registry's champion and
         return what the job's result records (``reload``, ``served_version``, ``promoted``, ``hub``).
         ``None``: the supervisor's start-up sweep (Hub pushes the champion misses)."""
-        from model_runner.service import reconcile
-
         if job is None:
             await reconcile.at_startup(self)
             return None

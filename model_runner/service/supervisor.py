@@ -31,6 +31,7 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+import anyio.from_thread
 from fastapi.concurrency import run_in_threadpool
 
 from model_runner.jobs.train_worker import dump_settings, process_start_time
@@ -138,8 +139,6 @@ class TrainingSupervisor:
 
     def _start_background_from_thread(self) -> None:
         try:
-            import anyio.from_thread
-
             anyio.from_thread.run_sync(self._start_background)
             return
         except Exception:  # not called from the event loop's worker thread

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from multiprocessing import get_context
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from model_runner.evaluation import compute_metrics
@@ -59,8 +60,6 @@ _EVENTS = None
 
 
 def _init_worker(data: CVData, events, threads: int) -> None:
-    import torch
-
     global _DATA, _EVENTS
     _DATA, _EVENTS = data, events
     torch.set_num_threads(threads)

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+from sklearn.linear_model import LogisticRegression
 from torch import nn
 
 from model_runner.modeling.heads import build_head
@@ -33,8 +34,6 @@ def _standardiser(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def fit_linear(x: np.ndarray, y: np.ndarray, n_classes: int, *, C: float, seed: int = 0, **_) -> nn.Module:
     """Class-weighted multinomial logistic regression (scikit-learn's lbfgs), as a torch head."""
-    from sklearn.linear_model import LogisticRegression
-
     mean, std = _standardiser(x)
     clf = LogisticRegression(C=C, class_weight="balanced", max_iter=3000, random_state=seed)
     clf.fit((x - mean) / std, y)

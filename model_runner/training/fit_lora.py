@@ -52,6 +52,7 @@ def fit_lora(
     **loop,
 ) -> TweetClassifier:
     """LoRA on ``target_modules`` (of ``layers``, or all blocks); ``loop``: see ``_fit_encoder``."""
+    # lazy: CV worker processes import this module; head-only candidates never need peft/transformers
     from peft import LoraConfig, get_peft_model
 
     # ``layers`` limits LoRA to some transformer blocks: backward then stops at the lowest adapted

@@ -107,6 +107,7 @@ def build_classifier(fitted, candidate: Candidate, data: CVData, meta: dict) -> 
     if isinstance(fitted, TweetClassifier):
         fitted.meta.update(meta)
         return fitted
+    # lazy: CV worker processes import this module; head-only candidates never need transformers
     from transformers import AutoModel, AutoTokenizer
 
     encoder = AutoModel.from_pretrained(data.base_path, use_safetensors=True)

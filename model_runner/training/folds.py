@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
+from sklearn.model_selection import StratifiedKFold
 
 from model_runner.training.search_space import Candidate
 
@@ -94,8 +95,6 @@ class FoldJob:
 
 
 def stratified_folds(y: np.ndarray, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    from sklearn.model_selection import StratifiedKFold
-
     smallest = int(np.bincount(y).min())
     if smallest < k:
         raise ValueError(

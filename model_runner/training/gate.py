@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from sklearn.metrics import f1_score, recall_score
 
 from model_runner.evaluation import bootstrap_ci
 from model_runner.modeling.classifier import TweetClassifier
@@ -17,8 +18,6 @@ from model_runner.training.folds import Split
 
 def metric_fn(metric: str, n_classes: int) -> Callable[[np.ndarray, np.ndarray], float]:
     """Metric averaged over all the task's classes, also those a model never predicts."""
-    from sklearn.metrics import f1_score, recall_score
-
     fn = recall_score if metric == "macro_recall" else f1_score
     classes = list(range(n_classes))
     return lambda y, p: float(fn(y, p, labels=classes, average="macro", zero_division=0))

@@ -6,6 +6,7 @@ frozen encoder first; only the missing ones are computed (bounded per call to ke
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 
@@ -32,8 +33,7 @@ class EncoderKey:
     @classmethod
     def resolve(cls, encoder_id: str, revision: str | None) -> EncoderKey:
         """The key of an encoder without loading its weights (read-only routes never run torch)."""
-        import json
-
+        # lazy: importing model_runner.encoder loads torch; read-only routes use this
         from model_runner.encoder.resolve import resolve_model
 
         resolved = resolve_model(encoder_id, revision)
