@@ -36,7 +36,7 @@ except ImportError:  # pragma: no cover - psutil is a dependency; /proc is the f
 from model_runner.data import DataError
 from model_runner.jobs.publish import publish_to_hub
 from model_runner.settings import Settings
-from model_runner.store.jobs import JobStore
+from model_runner.store.jobs import HubPush, JobResult, JobStore
 from model_runner.tasks import get_task
 from model_runner.wiring import Components
 
@@ -396,26 +396,30 @@ def _run_claimed(settings: Settings, components, store: JobStore, job, lease: Le
 
 
 def _finish(components, store, job_id, token, outcome, extra, publish_to_hub, retry) -> int:
-    result = {
-        "promoted": outcome.promoted,
-        "gate": outcome.gate,
-        "mlflow_run_id": outcome.run_id,
-        "best_candidate": outcome.best_candidate,
-        "cv": outcome.cv,
-        "quantization": outcome.quantization,
-        "feedback_rows": len(extra),
-        "stage_seconds": outcome.stage_seconds,
-    }
+    result = JobResult(
+        promoted=outcome.promoted,
+        gate=outcome.gate,
+        mlflow_run_id=outcome.run_id,
+        best_candidate=outcome.best_candidate,
+        cv=outcome.cv,
+        quantization=outcome.quantization,
+        feedback_rows=len(extra),
+        stage_seconds=outcome.stage_seconds,
+    )
     try:
-        result["experiment_id"] = components.mlflow.get_run(outcome.run_id).info.experiment_id
+        result.experiment_id = components.mlflow.get_run(outcome.run_id).info.experiment_id
     except Exception as exc:  # the link in the job view only
         log.warning("job %s: experiment id unknown (%s)", job_id, _brief(exc))
     _retrying(store.merge_result, job_id, result, token=token, what="result", **retry)
     _retrying(store.update, job_id, token=token, stage="publish", progress=1.0, what="stage", **retry)
     # a push failure is reported in the job but never undoes the promotion (the service retries it)
-    not_pushed = {"pushed": False, "reason": "not promoted"}
-    result["hub"] = publish_to_hub(components, outcome) if outcome.promoted else not_pushed
-    _retrying(store.merge_result, job_id, {"hub": result["hub"]}, token=token, what="result", **retry)
+    pushed = (
+        publish_to_hub(components, outcome)
+        if outcome.promoted
+        else {"pushed": False, "reason": "not promoted"}
+    )
+    hub = JobResult(hub=HubPush(**pushed))
+    _retrying(store.merge_result, job_id, hub, token=token, what="result", **retry)
     done = _retrying(
         store.update,
         job_id,

@@ -1,7 +1,8 @@
-"""Request bodies of the pipeline routes (``model_runner/service/routes/tweets.py``).
+"""Request and response bodies of the pipeline routes (``model_runner/service/routes/tweets.py``).
 
 Tweet ids are 64-bit integers; they are accepted as JSON numbers or strings and returned as strings,
-as the X API does, so JavaScript clients do not lose precision.
+as the X API does, so JavaScript clients do not lose precision. Times in responses are the ISO 8601
+strings the routes write (``datetime.isoformat``), so they are typed ``str``.
 """
 
 from __future__ import annotations
@@ -130,3 +131,161 @@ class FinishRequest(_Body):
 
 class ResolveRequest(_Body):
     keys: list[AlertKey] = Field(min_length=1, max_length=500)
+
+
+# --- responses ------------------------------------------------------------------------------------
+# Each mirrors exactly the JSON its route has always returned: same keys, same types, no extras.
+
+IsoTime = Annotated[str, Field(description="ISO 8601 time, e.g. '2026-05-01T12:00:00+00:00'")]
+AlertState = Literal["pending", "sent", "released", "resolved"]
+
+
+class TweetsStored(BaseModel):
+    received: int
+    inserted: int = Field(description="Tweets not stored before.")
+    linked: int = Field(description="New (tweet, source) pairs, e.g. a known tweet found by a second query.")
+    embedded: int = Field(description="Vectors computed now (0 if embedding failed: a later call adds them).")
+
+
+class PredictionsStored(BaseModel):
+    received: int
+    inserted: int
+    queued_for_review: int
+    review_threshold: float
+
+
+class ReviewEntry(BaseModel):
+    tweet_id: str
+    text: str
+    author: str | None
+    predicted_label: str
+    top_score: float
+    model_version: str
+    queued_at: IsoTime
+
+
+class ReviewPage(BaseModel):
+    task: TaskName
+    total: int
+    items: list[ReviewEntry]
+
+
+class LabelsImported(BaseModel):
+    received: int
+    added: int
+    duplicates: int
+    removed_from_review: int
+    unknown_tweets: list[str]
+
+
+class DailyStatRow(BaseModel):
+    task: str
+    found_by: str
+    day: date
+    volume: int
+    counts: dict[str, int]
+    shares: dict[str, float]
+    mean_confidence: float | None
+    model_versions: list[str]
+    changed: bool
+    mlflow_run_id: str | None
+
+
+class DailyStatsPage(BaseModel):
+    task: TaskName
+    first_day: date
+    last_day: date
+    rows: list[DailyStatRow]
+
+
+class DailyStatsComputed(DailyStatsPage):
+    changed: int = Field(description="Rows new or different from what was stored.")
+    logged_to_mlflow: int
+    mlflow_experiment: str
+
+
+class DriftReferencePrepared(BaseModel):
+    task: TaskName
+    recorded_dataset: bool
+    embedded: int
+    notes: list[str]
+
+
+class TimeWindow(BaseModel):
+    since: IsoTime
+    until: IsoTime
+
+
+class DriftView(BaseModel):
+    task: TaskName
+    window: TimeWindow
+    live_tweets: int
+    live_embedded: int
+    reference_examples: int
+    reference_embedded: int
+    centroid_distance: float | None
+    live_shares: dict[str, float]
+    reference_shares: dict[str, float]
+    dominant_label: str | None
+    dominant_share: float | None
+    notes: list[str]
+
+
+class SummaryExample(BaseModel):
+    tweet_id: str
+    author: str | None
+    text: str
+    created_at: IsoTime | None
+    similarity: float
+
+
+class ClassSummaryView(BaseModel):
+    label: str
+    count: int
+    share: float
+    mean_confidence: float
+    examples: list[SummaryExample]
+
+
+class TweetsSummary(BaseModel):
+    task: TaskName
+    window: TimeWindow
+    found_by: str | None
+    volume: int
+    shares: dict[str, float]
+    mean_confidence: float | None
+    classes: list[ClassSummaryView]
+
+
+class AlertClaim(BaseModel):
+    key: str
+    granted: bool
+    state: AlertState
+    token: str | None = Field(description="Only when granted: confirm or release with it.")
+    occurrences: int
+    sent_at: IsoTime | None
+
+
+class AlertFinished(BaseModel):
+    key: str
+    state: Literal["sent", "released"]
+
+
+class AlertsResolved(BaseModel):
+    resolved: int
+
+
+class AlertView(BaseModel):
+    key: str
+    kind: str
+    state: AlertState
+    summary: str | None
+    occurrences: int
+    first_seen_at: IsoTime
+    claimed_at: IsoTime | None
+    sent_at: IsoTime | None
+    resolved_at: IsoTime | None
+
+
+class AlertList(BaseModel):
+    alerts: list[AlertView]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 
 from model_runner.service.deps import StateDep
 from model_runner.service.text_input import SanitizingRoute
@@ -12,15 +15,44 @@ from model_runner.service.text_input import SanitizingRoute
 router = APIRouter(tags=["health"], route_class=SanitizingRoute)
 
 
-@router.get("/health/live", summary="The process is up")
-async def live() -> dict:
+class Live(BaseModel):
+    status: Literal["ok"]
+
+
+class ReadyChecks(BaseModel):
+    startup: bool = Field(description="Start-up finished without an error.")
+    model: bool = Field(description="At least one task has a model.")
+    database: bool
+    draining: bool
+
+
+class ReadyComponents(BaseModel):
+    models: dict[str, str | None] = Field(description="task -> 'name/version' served, null: none yet")
+    database: Literal["ok", "down", "starting"]
+    models_loaded: bool = Field(description="Every task's first load ended (loaded or no champion).")
+    training_worker: bool
+    draining: bool
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "degraded", "not_ready"]
+    checks: ReadyChecks
+    components: ReadyComponents
+    models: dict[str, str | None] = Field(description="The same as components.models.")
+    startup_error: str | None = Field(None, description="Only while start-up fails and retries.")
+
+
+@router.get("/health/live", response_model=Live, summary="The process is up")
+async def live():
     return {"status": "ok"}
 
 
 @router.get(
     "/health/ready",
+    response_model=Readiness,
+    response_model_exclude_none=True,  # startup_error: only while start-up fails
     summary="Ready for traffic: a model serves and the service is not draining; each component reported",
-    responses={503: {"description": "not ready (loading, draining, or no model)"}},
+    responses={503: {"model": Readiness, "description": "not ready (loading, draining, or no model)"}},
 )
 async def ready(state: StateDep):
     """``ready`` (200): a model serves, the database answers; ``degraded`` (200): a model serves but the

@@ -24,7 +24,24 @@ class SimilarRequest(BaseModel):
     task: str = "sentiment"
 
 
-@router.post("/similar", summary="Nearest labelled tweets")
+class EncoderRef(BaseModel):
+    id: str
+    revision: str
+
+
+class Neighbour(BaseModel):
+    text: str
+    label: str
+    similarity: float
+
+
+class SimilarResponse(BaseModel):
+    task: str
+    encoder: EncoderRef
+    neighbours: list[Neighbour] = Field(description="Nearest first.")
+
+
+@router.post("/similar", response_model=SimilarResponse, summary="Nearest labelled tweets")
 async def similar(state: StateDep, body: SimilarRequest):
     if body.task not in state.models.tasks:
         raise Unprocessable(f"unknown task {body.task!r}; served tasks: {', '.join(state.models.tasks)}")

@@ -19,16 +19,29 @@ from model_runner.service.deps import ComponentsDep, StateDep
 from model_runner.service.errors import Conflict, Unprocessable
 from model_runner.service.schemas import (
     MAX_OFFSET,
+    AlertClaim,
+    AlertFinished,
+    AlertList,
+    AlertsResolved,
     ClaimRequest,
+    DailyStatsComputed,
+    DailyStatsPage,
     DailyStatsRequest,
+    DriftReferencePrepared,
+    DriftView,
     FinishRequest,
+    LabelsImported,
     LabelsRequest,
     PredictionsRequest,
+    PredictionsStored,
     ResolveRequest,
+    ReviewPage,
     SaneDate,
     SaneDatetime,
     TaskName,
     TweetsRequest,
+    TweetsStored,
+    TweetsSummary,
 )
 from model_runner.service.text_input import SafeStr, SanitizingRoute
 from model_runner.tweets import alerts
@@ -47,7 +60,12 @@ def _window(since: datetime | None, until: datetime | None, default_days: float)
         raise Unprocessable(str(exc)) from None
 
 
-@router.post("/tweets", dependencies=admin, summary="Upsert inspected tweets (idempotent by tweet id)")
+@router.post(
+    "/tweets",
+    response_model=TweetsStored,
+    dependencies=admin,
+    summary="Upsert inspected tweets (idempotent by tweet id)",
+)
 async def post_tweets(state: StateDep, body: TweetsRequest):
     """Stores the tweets, then computes the vectors drift and summaries read (only missing ones)."""
     from model_runner.tweets.tweets import Tweet, upsert_tweets
@@ -79,6 +97,7 @@ def _embed_missing(components, texts: list[str]) -> int:
 
 @router.post(
     "/predictions",
+    response_model=PredictionsStored,
     dependencies=admin,
     summary="Upsert predictions of stored tweets; those below the review threshold join the review queue",
 )
@@ -94,7 +113,11 @@ def post_predictions(components: ComponentsDep, body: PredictionsRequest):
     return {**asdict(result), "review_threshold": threshold}
 
 
-@router.get("/review", summary="The review queue: inspected tweets the model was unsure about")
+@router.get(
+    "/review",
+    response_model=ReviewPage,
+    summary="The review queue: inspected tweets the model was unsure about",
+)
 def get_review(
     components: ComponentsDep,
     task: TaskName = "sentiment",
@@ -108,7 +131,12 @@ def get_review(
     return {"task": task, "total": total, "items": rows}
 
 
-@router.post("/labels", dependencies=admin, summary="Labelled feedback: joins the next retrain")
+@router.post(
+    "/labels",
+    response_model=LabelsImported,
+    dependencies=admin,
+    summary="Labelled feedback: joins the next retrain",
+)
 def post_labels(components: ComponentsDep, body: LabelsRequest):
     from model_runner.tasks import get_task
     from model_runner.tweets.review import LabelItem, import_labels
@@ -122,6 +150,7 @@ def post_labels(components: ComponentsDep, body: LabelsRequest):
 
 @router.post(
     "/stats/daily",
+    response_model=DailyStatsComputed,
     dependencies=admin,
     summary="Recompute daily inspection statistics (per source and UTC day), store and log them to MLflow",
 )
@@ -149,7 +178,7 @@ def post_daily_stats(components: ComponentsDep, body: DailyStatsRequest):
     }
 
 
-@router.get("/stats/daily", summary="Stored daily inspection statistics")
+@router.get("/stats/daily", response_model=DailyStatsPage, summary="Stored daily inspection statistics")
 def get_daily_stats(
     components: ComponentsDep,
     task: TaskName = "sentiment",
@@ -172,6 +201,7 @@ def get_daily_stats(
 
 @router.post(
     "/drift/reference",
+    response_model=DriftReferencePrepared,
     dependencies=admin,
     summary="Prepare drift's training reference: record the task's dataset if none is stored, embed"
     " what lacks a vector (feedback rows). GET /drift only reads what is there.",
@@ -202,7 +232,11 @@ def _prepare_reference(components, task: str) -> dict:
     return {"task": task, "recorded_dataset": recorded, "embedded": embedded, "notes": notes}
 
 
-@router.get("/drift", summary="Recent tweets vs training data: centroid cosine distance and class shares")
+@router.get(
+    "/drift",
+    response_model=DriftView,
+    summary="Recent tweets vs training data: centroid cosine distance and class shares",
+)
 def get_drift(
     components: ComponentsDep,
     task: TaskName = "sentiment",
@@ -222,7 +256,11 @@ def get_drift(
     return {**report.to_dict(), "notes": notes}
 
 
-@router.get("/tweets/summary", summary="What people said: volume, class shares, tweets nearest each centroid")
+@router.get(
+    "/tweets/summary",
+    response_model=TweetsSummary,
+    summary="What people said: volume, class shares, tweets nearest each centroid",
+)
 def get_summary(
     components: ComponentsDep,
     task: TaskName = "sentiment",
@@ -238,7 +276,12 @@ def get_summary(
     return found.to_dict()
 
 
-@router.post("/alerts/claim", dependencies=admin, summary="Claim an incident's alert: granted once")
+@router.post(
+    "/alerts/claim",
+    response_model=AlertClaim,
+    dependencies=admin,
+    summary="Claim an incident's alert: granted once",
+)
 def claim_alert(components: ComponentsDep, body: ClaimRequest):
     claim = alerts.claim(components.db, body.key, body.kind, body.summary, lease_s=body.lease_s)
     out = asdict(claim)
@@ -246,26 +289,38 @@ def claim_alert(components: ComponentsDep, body: ClaimRequest):
     return out
 
 
-@router.post("/alerts/confirm", dependencies=admin, summary="The claimed alert was sent")
+@router.post(
+    "/alerts/confirm", response_model=AlertFinished, dependencies=admin, summary="The claimed alert was sent"
+)
 def confirm_alert(components: ComponentsDep, body: FinishRequest):
     if not alerts.confirm(components.db, body.key, body.token):
         raise Conflict(f"alert {body.key} is not claimed with this token")
     return {"key": body.key, "state": "sent"}
 
 
-@router.post("/alerts/release", dependencies=admin, summary="Sending failed: let a retry claim it again")
+@router.post(
+    "/alerts/release",
+    response_model=AlertFinished,
+    dependencies=admin,
+    summary="Sending failed: let a retry claim it again",
+)
 def release_alert(components: ComponentsDep, body: FinishRequest):
     if not alerts.release(components.db, body.key, body.token):
         raise Conflict(f"alert {body.key} is not claimed with this token")
     return {"key": body.key, "state": "released"}
 
 
-@router.post("/alerts/resolve", dependencies=admin, summary="Conditions cleared: a recurrence alerts again")
+@router.post(
+    "/alerts/resolve",
+    response_model=AlertsResolved,
+    dependencies=admin,
+    summary="Conditions cleared: a recurrence alerts again",
+)
 def resolve_alerts(components: ComponentsDep, body: ResolveRequest):
     return {"resolved": alerts.resolve(components.db, body.keys)}
 
 
-@router.get("/alerts", summary="Recent incidents of the alert ledger")
+@router.get("/alerts", response_model=AlertList, summary="Recent incidents of the alert ledger")
 def list_alerts(
     components: ComponentsDep,
     kind: SafeStr | None = Query(None, max_length=50),
