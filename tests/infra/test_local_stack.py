@@ -101,8 +101,9 @@ def test_demo_then_a_failing_retrain_mails_once_then_down_leaves_nothing(stack_e
         classified = int(log.split("classified by this champion: ")[1].split(" ")[0])
         assert stored >= 100 and classified == stored, log[-2000:]
 
-        # a forced failure: a dataset with one class cannot be trained on
-        bad = tmp_path / "bad.jsonl"
+        # a forced failure: a dataset with one class cannot be trained on (under the service's home,
+        # one of the folders POST /train may read)
+        bad = Path(home) / "bad.jsonl"
         bad.write_text('{"text": "only one class", "label": "positive"}\n' * 5)
         sys.path.insert(0, str(STACK))
         try:
