@@ -57,6 +57,11 @@ class AirflowAPI:
         r.raise_for_status()
         return r.json()["dag_run_id"]
 
+    def runs(self, dag_id: str) -> list[dict]:
+        r = self.request("GET", f"/api/v2/dags/{dag_id}/dagRuns", params={"limit": 100})
+        r.raise_for_status()
+        return r.json()["dag_runs"]
+
     def run_state(self, dag_id: str, run_id: str) -> str:
         r = self.request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
         r.raise_for_status()

@@ -79,6 +79,12 @@ def run_demo(cfg: StackConfig, api) -> int:
         flush=True,
     )
     api.unpause("tweet_inspector")  # kept paused until there is a champion (stack.py demo)
+    # Unpausing lets the scheduler start the hourly run at once: let it finish first, so that the two
+    # runs do not race for the day's one digest (the first to get there would send it half-filled).
+    scheduled = _scheduled_run(api, "tweet_inspector", wait_s=20)
+    if scheduled:
+        print(f"   the scheduler started {scheduled} on unpausing; following it first", flush=True)
+        follow(api, "tweet_inspector", scheduled, 900, runner)
     run_id = api.trigger("tweet_inspector", inspector_conf)
     state = follow(api, "tweet_inspector", run_id, 900, runner)
     if state != "success":
@@ -138,6 +144,17 @@ def quality_note(
         "     make demo TWEETPULSE_DEMO_FULL=1",
         f"  or trigger weekly_retrain in the Airflow UI with conf {conf}",
     ]
+
+
+def _scheduled_run(api, dag_id: str, wait_s: float) -> str | None:
+    """The scheduled run the scheduler creates when a DAG is unpaused, if it creates one in time."""
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        for run in api.runs(dag_id):
+            if run.get("run_type") == "scheduled" and run.get("state") not in FINAL:
+                return run["dag_run_id"]
+        time.sleep(2)
+    return None
 
 
 def print_summary(
