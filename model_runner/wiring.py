@@ -55,21 +55,27 @@ class Components:
             key = EncoderKey.resolve(self.settings.encoder_id, self.settings.encoder_revision)
         return VectorSource(self.db, key)
 
-    @cached_property
-    def registry(self):
-        """The model registry, with MLflow's HTTP timeout and retries bounded by the settings."""
-        from model_runner.registry import ModelRegistry, apply_http_limits
+    def _bound_mlflow_http(self) -> None:
+        """MLflow's HTTP timeout and retries, from the settings, before any MLflow client exists."""
+        from model_runner.registry import apply_http_limits
 
         s = self.settings
         apply_http_limits(s.mlflow_timeout_s, s.mlflow_max_retries, s.mlflow_backoff_factor)
-        return ModelRegistry(s.tracking_uri(), name_prefix=s.registry_prefix)
+
+    @cached_property
+    def registry(self):
+        """The model registry, with MLflow's HTTP timeout and retries bounded by the settings."""
+        from model_runner.registry import ModelRegistry
+
+        self._bound_mlflow_http()
+        return ModelRegistry(self.settings.tracking_uri(), name_prefix=self.settings.registry_prefix)
 
     @cached_property
     def mlflow(self):
         """An MLflow tracking client for this settings' server (runs, tags, experiments)."""
         from mlflow import MlflowClient
 
-        self.registry  # noqa: B018 - the same HTTP limits apply to every MLflow call
+        self._bound_mlflow_http()
         return MlflowClient(self.settings.tracking_uri())
 
     @cached_property

@@ -37,14 +37,24 @@ class ReloadOutcome(StrEnum):
 @dataclass(frozen=True)
 class ReloadResult:
     task: str
-    reloaded: bool
     version: str | None
     previous: str | None
     message: str
     outcome: ReloadOutcome = ReloadOutcome.SAME
 
+    @property
+    def reloaded(self) -> bool:
+        return self.outcome is ReloadOutcome.SWAPPED
+
     def to_dict(self) -> dict:
-        return {**self.__dict__, "outcome": self.outcome.value}
+        return {
+            "task": self.task,
+            "reloaded": self.reloaded,
+            "version": self.version,
+            "previous": self.previous,
+            "message": self.message,
+            "outcome": self.outcome.value,
+        }
 
 
 async def in_own_thread(fn, *args, **kwargs):
@@ -121,7 +131,7 @@ class ModelManager:
             prev_version = previous.version if previous else None
 
             def kept(message: str, outcome: ReloadOutcome) -> ReloadResult:
-                return ReloadResult(task, False, prev_version, prev_version, message, outcome)
+                return ReloadResult(task, prev_version, prev_version, message, outcome)
 
             try:
                 candidate = await self._load_within_deadline(loader, task, prev_version)
@@ -148,7 +158,7 @@ class ModelManager:
             if self._on_swap:
                 self._on_swap(candidate)
             return ReloadResult(
-                task, True, candidate.version, prev_version, f"serving {candidate.tag}", ReloadOutcome.SWAPPED
+                task, candidate.version, prev_version, f"serving {candidate.tag}", ReloadOutcome.SWAPPED
             )
 
     async def _load_within_deadline(self, loader, task: str, prev_version: str | None) -> ServedModel:
