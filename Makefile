@@ -9,7 +9,7 @@ VENV_AF := .venv-airflow
 # This machine's pip config lists file:// mirrors that warn on every package; keep the log readable.
 QUIET_PIP := grep -v "Location 'file:" || true
 
-.PHONY: help install demo up down status screenshots test test-service test-airflow lint bench clean
+.PHONY: help install demo up down status screenshots chromium test test-service test-airflow lint bench clean
 
 help:
 	@echo "make demo      install, start the local stack, retrain through Airflow, inspect tweets, summary"
@@ -63,18 +63,21 @@ status:
 # The docs' pictures (docs/images/*.png) from the running stack after `make demo`: headless Chromium from
 # Debian's `chromium` package (prerequisite: `apt-get install chromium`; installed here when run as root),
 # driven by Playwright for Python (installed into $(VENV) when missing; not part of the locks).
-screenshots: $(VENV)/.installed
+# Debian's Chromium: the offline /docs test and the screenshots drive it headless.
+chromium:
 	@command -v chromium >/dev/null || { \
 		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
-		else echo "make screenshots needs Debian's chromium: sudo apt-get install chromium"; exit 1; fi; }
+		else echo "the browser tests need Debian's chromium: sudo apt-get install chromium"; exit 1; fi; }
+
+screenshots: $(VENV)/.installed chromium
 	@$(VENV)/bin/python -c "import playwright" 2>/dev/null || \
 		{ $(VENV)/bin/python -m pip install -q playwright 2>&1 | $(QUIET_PIP); }
 	$(VENV)/bin/python infra/stack/screenshots.py $(ARGS)
 
 test: install lint test-service test-airflow
 
-test-service:
-	$(VENV)/bin/python -m pytest tests --ignore=tests/airflow
+test-service: chromium
+	TWEETPULSE_REQUIRE_BROWSER=1 $(VENV)/bin/python -m pytest tests --ignore=tests/airflow
 
 # The DAG tests run in Airflow's own environment (no torch); they start the ModelRunner from $(VENV).
 test-airflow:

@@ -6,18 +6,19 @@ import argparse
 import logging
 import sys
 
-from benchmarks import embedding, quantize, serving, training, warmup
+from benchmarks import embedding, export, quantize, serving, training, warmup
 
 # training last: it is the long one (the default train, ~15-20 min on 2 CPU cores)
 BENCHMARKS = {
     "embedding": embedding.run,
+    "export": export.run,
     "quantize": quantize.run,
     "serving": serving.run,
     "training": training.run,
     # an A/B experiment more than a benchmark (~40 min): only when named
     "warmup": warmup.run,
 }
-DEFAULT = ("embedding", "quantize", "serving", "training")
+DEFAULT = ("embedding", "export", "quantize", "serving", "training")
 
 
 def main() -> int:

@@ -36,14 +36,16 @@ def run(limit: int | None = None) -> None:
         settings = Settings(
             database_url=url,
             home=Path(home),
-            sentiment_data=str((SHARED / "tweet-sentiment").resolve()),
-            emotion_warmup_task="sentiment",
+            task_overrides={
+                "sentiment": {"data": str((SHARED / "tweet-sentiment").resolve())},
+                "emotion": {"warmup": "sentiment"},
+            },
             device=device,
         )
         components = Components(settings)
         task = get_task("emotion", settings)
         emotion = prepare_dataset(
-            str((SHARED / "tweet-emotion").resolve()), label_names=task.int_labels, seed=settings.seed
+            str((SHARED / "tweet-emotion").resolve()), seed=settings.seed, **task.read_options()
         )
         texts, y = list(emotion.train["text"]), np.asarray(emotion.train["label"])
         if limit:

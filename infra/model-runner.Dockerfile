@@ -67,4 +67,7 @@ EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(f\"http://127.0.0.1:{os.environ.get('TWEETPULSE_PORT', '8000')}/health/live\", timeout=4)"]
 
-CMD ["model-runner", "serve"]
+# On a Hugging Face Space (the platform sets SPACE_ID) the service serves the models last pushed to the
+# Hub (TWEETPULSE_MODEL_SOURCE=hub: no MLflow, no training data) unless the Space's variables say
+# otherwise; docker-compose (no SPACE_ID) keeps the default, the MLflow registry's champions.
+CMD ["sh", "-c", "if [ -n \"${SPACE_ID:-}\" ]; then export TWEETPULSE_MODEL_SOURCE=\"${TWEETPULSE_MODEL_SOURCE:-hub}\"; fi; exec model-runner serve"]

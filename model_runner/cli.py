@@ -11,8 +11,18 @@ from pathlib import Path
 
 from model_runner.errors import NoChampionError
 from model_runner.settings import get_settings
-from model_runner.tasks import TASK_NAMES, get_task
+from model_runner.tasks import Task, declared_tasks, get_task, parse_label_map
 from model_runner.wiring import Components
+
+
+def _task(args: argparse.Namespace, settings) -> Task:
+    """The named (or first declared) task, read as this command's data options say."""
+    task = get_task(args.task, settings) if args.task else next(iter(declared_tasks(settings).values()))
+    return task.with_data_options(
+        label_map=parse_label_map(getattr(args, "label_map", None)),
+        text_column=getattr(args, "text_column", None),
+        label_column=getattr(args, "label_column", None),
+    )
 
 
 def _cmd_embed(args: argparse.Namespace) -> int:
@@ -20,7 +30,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     from model_runner.jobs.embed import embed_dataset
 
     settings = get_settings()
-    report = embed_dataset(Components(settings), get_task(args.task, settings), args.data)
+    report = embed_dataset(Components(settings), _task(args, settings), args.data)
     print(
         f"embedded {report.texts} texts in {report.seconds:.1f}s: {report.computed} computed, "
         f"{report.cached} from the cache ({report.new_examples} new labelled examples)",
@@ -31,18 +41,21 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from model_runner.training.progress_bar import training_progress
     from model_runner.training.run import run_training
 
     settings = get_settings()
     adapters = args.adapters.split(",") if args.adapters else None
-    outcome = run_training(
-        Components(settings),
-        get_task(args.task, settings),
-        data=args.data,
-        adapters=adapters,
-        folds=args.folds,
-        sample_fraction=args.sample_fraction,
-    )
+    with training_progress() as progress:  # a bar on a terminal, plain lines in a log
+        outcome = run_training(
+            Components(settings),
+            _task(args, settings),
+            data=args.data,
+            adapters=adapters,
+            folds=args.folds,
+            sample_fraction=args.sample_fraction,
+            progress=progress,
+        )
     for row in outcome.cv:
         print(
             f"  cv {row['candidate']:<60} {outcome.metric} {row[outcome.metric + '_mean']:.4f}"
@@ -64,8 +77,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from model_runner.jobs.predict import evaluate_data
 
     settings = get_settings()
-    loaded = load_champion(settings, args.task)
-    print(json.dumps(evaluate_data(loaded, get_task(args.task, settings), args.data)))
+    task = _task(args, settings)
+    loaded = load_champion(settings, task.name)
+    print(json.dumps(evaluate_data(loaded, task, args.data)))
     return 0
 
 
@@ -74,10 +88,27 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from model_runner.jobs.predict import predict_file
 
     # the model as /inference serves it: same runtime (ONNX Runtime or torch), same int8 choice
-    loaded = load_champion(get_settings(), args.task)
+    settings = get_settings()
+    loaded = load_champion(settings, _task(args, settings).name)
     n = predict_file(loaded, Path(args.input), Path(args.output))
     how = f" ({loaded.choice.precision}, {loaded.choice.runtime})" if loaded.choice else ""
     print(f"wrote {n} predictions of {loaded.version.uri}{how} to {args.output}", file=sys.stderr)
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from model_runner.hub.card import usage_code
+    from model_runner.jobs.export import export_model
+
+    settings = get_settings()
+    result = export_model(settings, _task(args, settings).name, args.version, Path(args.output))
+    print(
+        f"exported {result.task} version {result.version} to {result.output} ({len(result.files)} files);"
+        f" load it without tweetpulse (pip install -r requirements/outside-client.txt):\n"
+        f"{usage_code(result.card_repo)}",
+        file=sys.stderr,
+    )
+    print(json.dumps({**asdict(result), "output": str(result.output)}))
     return 0
 
 
@@ -97,9 +128,9 @@ def _cmd_label_import(args: argparse.Namespace) -> int:
     from model_runner.tweets.review import import_labels
 
     settings = get_settings()
-    task = get_task(args.task, settings)
-    items = read_label_file(Path(args.file), task.int_labels)
-    result = import_labels(Components(settings).db, task.name, items, allowed_labels=task.int_labels)
+    task = _task(args, settings)
+    items = read_label_file(Path(args.file), task.label_map)
+    result = import_labels(Components(settings).db, task.name, items, allowed_labels=task.labels or None)
     print(
         f"{result.added} new feedback labels for {task.name}, {result.duplicates} already known,"
         f" {len(result.unknown_tweets)} unknown tweet ids;"
@@ -114,7 +145,7 @@ def _cmd_label_export(args: argparse.Namespace) -> int:
     from model_runner.tweets.review import list_review
 
     settings = get_settings()
-    task = get_task(args.task, settings)
+    task = _task(args, settings)
     total, items = list_review(Components(settings).db, task.name, limit=args.limit)
     with open(args.file, "w", encoding="utf-8") as handle:
         for item in items:
@@ -130,6 +161,17 @@ def _cmd_label_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_task(parser: argparse.ArgumentParser, *, data_options: bool = False) -> None:
+    parser.add_argument("--task", help="a task declared in the tasks file (default: the first declared)")
+    if data_options:
+        parser.add_argument(
+            "--label-map",
+            help="raw label -> class, e.g. 0=negative,2=neutral,4=positive (integer labels need one)",
+        )
+        parser.add_argument("--text-column", help="field or CSV column holding the text (default: text)")
+        parser.add_argument("--label-column", help="field or CSV column holding the label (default: label)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="model-runner", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -137,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     embed = sub.add_parser("embed", help="embed a dataset into the pgvector cache")
     embed.add_argument("--data", help="file, folder or Hub dataset id (default: the task's data)")
-    embed.add_argument("--task", default="sentiment", choices=TASK_NAMES)
+    _add_task(embed, data_options=True)
     embed.set_defaults(func=_cmd_embed)
 
     train = sub.add_parser("train", help="cross-validate adapters, train the best, gate and register it")
@@ -145,18 +187,18 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--adapters", help="comma-separated subset of linear,mlp,lora,finetune")
     train.add_argument("--folds", type=int, help="stratified CV folds")
     train.add_argument("--sample-fraction", type=float, help="train on a stratified sample (quick runs)")
-    train.add_argument("--task", default="sentiment", choices=TASK_NAMES)
+    _add_task(train, data_options=True)
     train.set_defaults(func=_cmd_train)
 
     evaluate = sub.add_parser("evaluate", help="metrics of the champion on labelled data")
     evaluate.add_argument("--data", required=True)
-    evaluate.add_argument("--task", default="sentiment", choices=TASK_NAMES)
+    _add_task(evaluate, data_options=True)
     evaluate.set_defaults(func=_cmd_evaluate)
 
     predict = sub.add_parser("predict", help="label a .txt or .jsonl file with the champion")
     predict.add_argument("--input", required=True)
     predict.add_argument("--output", required=True)
-    predict.add_argument("--task", default="sentiment", choices=TASK_NAMES)
+    _add_task(predict)
     predict.set_defaults(func=_cmd_predict)
 
     label = sub.add_parser("label", help="the review queue and labelled feedback")
@@ -165,13 +207,28 @@ def build_parser() -> argparse.ArgumentParser:
         "import", help="add labelled rows (JSON Lines or CSV: label + text or tweet_id) as feedback"
     )
     label_import.add_argument("file")
-    label_import.add_argument("--task", default="sentiment", choices=TASK_NAMES)
+    _add_task(label_import)
+    label_import.add_argument(
+        "--label-map", help="raw label -> class for this file, e.g. 0=negative,1=positive"
+    )
     label_import.set_defaults(func=_cmd_label_import)
     label_export = label_sub.add_parser("export", help="write the review queue as JSON Lines to label")
     label_export.add_argument("file")
-    label_export.add_argument("--task", default="sentiment", choices=TASK_NAMES)
+    _add_task(label_export)
     label_export.add_argument("--limit", type=int, default=500)
     label_export.set_defaults(func=_cmd_label_export)
+
+    export = sub.add_parser(
+        "export",
+        help="write a registered model as a portable folder (ONNX + tokenizer + config with id2label) that"
+        " optimum and transformers load without tweetpulse",
+    )
+    _add_task(export)
+    export.add_argument("--version", help="registered version (default: the champion)")
+    export.add_argument(
+        "--output", required=True, help="folder to write (created; must be empty if it exists)"
+    )
+    export.set_defaults(func=_cmd_export)
 
     serve = sub.add_parser("serve", help="start the HTTP service (uvicorn)")
     serve.add_argument("--host", help="bind address (default: TWEETPULSE_HOST or 127.0.0.1)")
@@ -191,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except (DataError, ValueError, FileNotFoundError, NoChampionError) as exc:
+    except (DataError, ValueError, FileNotFoundError, FileExistsError, NoChampionError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

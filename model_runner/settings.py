@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -48,23 +48,15 @@ class Settings(BaseSettings):
     )
 
     # --- data ----------------------------------------------------------------------------------------
-    sentiment_data: str = Field(
-        default="../shared/datasets/tweet-sentiment",
-        description="Default data of the sentiment task: a file, a folder or a Hub dataset id.",
+    tasks_file: Path | None = Field(
+        default=None,
+        description="TOML file declaring the tasks (data, metric, labels, label map, columns, warm-up,"
+        " schedule); unset = the bundled `model_runner/tasks.toml`.",
     )
-    emotion_data: str = Field(
-        default="../shared/datasets/tweet-emotion",
-        description="Default data of the emotion task: a file, a folder or a Hub dataset id.",
-    )
-    sentiment_warmup_task: str = Field(
-        default="",
-        description="Task whose labelled data first tunes the encoder before a sentiment fine-tune/LoRA; "
-        "empty = none.",
-    )
-    emotion_warmup_task: str = Field(
-        default="",
-        description="Task whose labelled data first tunes the encoder before an emotion fine-tune/LoRA "
-        "(intermediate-task transfer, e.g. sentiment); empty = none.",
+    task_overrides: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Per-deployment changes to declared tasks, JSON: "
+        '`{"sentiment": {"data": "/data/tweets.jsonl"}, "emotion": {"warmup": "sentiment"}}`.',
     )
     eval_fraction: float = Field(
         default=0.2, gt=0, lt=1, description="Share held out for evaluation when the data has no eval split."
@@ -125,7 +117,9 @@ class Settings(BaseSettings):
         " unset = reads take only the admin token.",
     )
     tasks: str = Field(
-        default="sentiment,emotion", description="Tasks whose champions the service loads and serves."
+        default="",
+        description="Tasks whose champions the service loads and serves (comma-separated); empty = every"
+        " declared task.",
     )
     max_messages: int = Field(default=256, ge=1, description="Messages per /inference request (413 above).")
     max_message_chars: int = Field(
@@ -204,7 +198,25 @@ class Settings(BaseSettings):
     )
     hub_private: bool = Field(default=True, description="Create the Hub repo as private.")
     hub_timeout_s: float = Field(default=60.0, gt=0, description="Timeout per Hub HTTP call.")
-    hub_retries: int = Field(default=3, ge=0, le=10, description="Retries of a failed Hub push (backoff).")
+    hub_retries: int = Field(
+        default=3, ge=0, le=10, description="Retries of a failed Hub push or read (backoff)."
+    )
+    model_source: Literal["registry", "hub"] = Field(
+        default="registry",
+        description="Where the service takes each task's model: `registry` = the MLflow champion;"
+        " `hub` = the model last pushed to `hub_repo_id` (no MLflow or data needed, e.g. a Space).",
+    )
+    hub_revision: str | None = Field(
+        default=None,
+        description="With `model_source=hub`: the revision to serve, one for all tasks (`v3`) or per task"
+        " (`sentiment=1a2b3c,emotion=main`); unset = the latest commit of the main branch.",
+    )
+    hub_poll_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="With `model_source=hub`: how often the service checks the repo for a new revision"
+        " and hot-reloads it (0 = only at start-up).",
+    )
 
     # --- training jobs: leases, heartbeats, reconciliation (hardening) -------------------------------
     job_lease_s: float = Field(
@@ -237,7 +249,7 @@ class Settings(BaseSettings):
     train_data_roots: str = Field(
         default="",
         description="Folders (comma-separated) whose files POST /train may name as `dataset`; empty = the"
-        " shared datasets folder ../shared/datasets, the folders holding sentiment_data and emotion_data,"
+        " shared datasets folder ../shared/datasets, the folders holding the declared tasks' data,"
         " and home. Symlinks and `..` are resolved first; Hub dataset ids are always allowed.",
     )
 
@@ -318,7 +330,20 @@ class Settings(BaseSettings):
         return (self.resolved_home() / "mlartifacts").as_uri()
 
     def task_list(self) -> list[str]:
-        return [t.strip() for t in self.tasks.split(",") if t.strip()]
+        """The tasks this process serves: ``tasks`` if set, else every task the tasks file declares.
+
+        Reading it validates the tasks file, so a service with a broken declaration does not start."""
+        from model_runner.tasks import TaskConfigError, declared_tasks  # tasks.py imports Settings
+
+        declared = list(declared_tasks(self))
+        listed = [t.strip() for t in self.tasks.split(",") if t.strip()]
+        undeclared = [t for t in listed if t not in declared]
+        if undeclared:
+            raise TaskConfigError(
+                f"TWEETPULSE_TASKS names undeclared task(s) {', '.join(undeclared)};"
+                f" declared: {', '.join(declared)}"
+            )
+        return listed or declared
 
     def resolved_home(self) -> Path:
         return self.home.expanduser().resolve()

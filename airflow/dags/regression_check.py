@@ -45,7 +45,7 @@ def _number(description: str, maximum: float = 1.0) -> Param:
     doc_md=DOC,
     default_args=config.default_args(),
     params={
-        "task": Param("sentiment", enum=["sentiment", "emotion"]),
+        "task": Param(config.task_names()[0], enum=config.task_names(), description="Which task to check"),
         "versions": Param(None, type=["null", "integer"], minimum=1, maximum=50, description="Versions back"),
         "macro_recall_drop": _number("Alert when macro recall fell by more than this"),
         "class_recall_drop": _number("Alert when one class's recall fell by more than this"),

@@ -1,4 +1,4 @@
-"""weekly_retrain: retrain the sentiment model every week (or from the UI with Params)."""
+"""weekly_retrain: retrain a task's model on its schedule (tasks file) or from the UI with Params."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ Labelled feedback (`model-runner label import`, `POST /labels`) joins every retr
 """
 
 POKE = timedelta(minutes=1)
+TASK, SCHEDULE = config.retrain_schedule()
 
 
 def _runner() -> ModelRunner:
@@ -33,7 +34,7 @@ def _runner() -> ModelRunner:
 
 @dag(
     dag_id="weekly_retrain",
-    schedule="@weekly",
+    schedule=SCHEDULE,  # the first declared task with a `schedule` in the tasks file (default @weekly)
     start_date=datetime(2026, 1, 1),
     catchup=False,
     # no max_active_runs=1: a run that starts while another's job trains follows that job (409), so a
@@ -42,9 +43,21 @@ def _runner() -> ModelRunner:
     doc_md=DOC,
     default_args=config.default_args(),
     params={
-        "task": Param("sentiment", enum=["sentiment", "emotion"], description="Which task to retrain"),
+        "task": Param(TASK, enum=config.task_names(), description="Which task to retrain"),
         "dataset": Param(
             None, type=["null", "string"], minLength=1, description="Path on the ModelRunner host or Hub id"
+        ),
+        "label_map": Param(
+            None,
+            type=["null", "object"],
+            additionalProperties={"type": "string", "minLength": 1},
+            description='Raw label -> class, e.g. {"0": "negative", "2": "neutral", "4": "positive"}',
+        ),
+        "text_column": Param(
+            None, type=["null", "string"], minLength=1, description="Field holding the text"
+        ),
+        "label_column": Param(
+            None, type=["null", "string"], minLength=1, description="Field holding the label"
         ),
         "adapters": Param(
             None,

@@ -13,6 +13,7 @@ from config import StackConfig
 from services import airflow_url, mlflow_url, runner_url
 
 FINAL = {"success", "failed"}
+JOB_LINE_S = 15  # the demo prints a running job's progress at most this often within a stage
 
 
 def _runner(cfg: StackConfig) -> httpx.Client:
@@ -25,6 +26,7 @@ def follow(api, dag_id: str, run_id: str, timeout: float, runner: httpx.Client) 
     deadline = time.monotonic() + timeout
     last_tasks: dict = {}
     last_job = None
+    last_printed = 0.0
     started = time.monotonic()
     stale = _finished_job(runner) if dag_id == "weekly_retrain" else None  # an earlier run's job
     while time.monotonic() < deadline:
@@ -39,17 +41,27 @@ def follow(api, dag_id: str, run_id: str, timeout: float, runner: httpx.Client) 
             if jobs and jobs[0]["job_id"] != stale:
                 job = jobs[0]
                 line = (job["state"], job["stage"], round(job["progress"] * 100))
-                if line != last_job:
-                    print(
-                        f"   [{time.monotonic() - started:6.0f}s] training job {job['job_id'][:8]}: "
-                        f"{line[0]}, stage {line[1]}, {line[2]}%",
-                        flush=True,
-                    )
-                    last_job = line
+                # a new state or stage at once; progress within a stage (the epochs and batches of a
+                # fit) at most every JOB_LINE_S seconds
+                changed = last_job is None or line[:2] != last_job[:2]
+                due = line != last_job and time.monotonic() - last_printed >= JOB_LINE_S
+                if changed or due:
+                    print(f"   [{time.monotonic() - started:6.0f}s] {job_line(job)}", flush=True)
+                    last_job, last_printed = line, time.monotonic()
         if state in FINAL:
             return state
         time.sleep(5)
     return "timeout"
+
+
+def job_line(job: dict) -> str:
+    """A training job as the demo prints it: state, stage, percent and where in the stage it is."""
+    text = (
+        f"training job {job['job_id'][:8]}: {job['state']}, stage {job['stage']}, "
+        f"{round(job['progress'] * 100)}%"
+    )
+    detail = job.get("detail")  # e.g. "epoch 2/3, batch 120/400, loss 0.412" during a fit
+    return f"{text} ({detail})" if detail else text
 
 
 def _finished_job(runner: httpx.Client) -> str | None:

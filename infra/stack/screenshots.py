@@ -21,9 +21,7 @@ import contextlib
 import functools
 import os
 import shutil
-import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from collections.abc import Callable
@@ -214,42 +212,8 @@ def shoot_mlflow_model(page, cfg: StackConfig, champ: Champion) -> None:
     _settle(page, "text=champion", extra_s=2)
 
 
-SWAGGER_CDN = "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/"
-
-
-def swagger_assets(cfg: StackConfig) -> Path | None:
-    """FastAPI's /docs loads Swagger UI from a CDN; offline, a local copy from the npm registry stands in."""
-    try:
-        httpx.head(SWAGGER_CDN + "swagger-ui.css", timeout=5, follow_redirects=True).raise_for_status()
-        return None
-    except httpx.HTTPError:
-        pass
-    folder = cfg.root / "cache" / "swagger-ui-dist"
-    if (folder / "package" / "swagger-ui-bundle.js").exists():
-        return folder / "package"
-    npm = shutil.which("npm")
-    if not npm:
-        print("warning: the Swagger UI CDN is unreachable and npm is missing: /docs may render empty")
-        return None
-    folder.mkdir(parents=True, exist_ok=True)
-    subprocess.run(
-        [npm, "pack", "swagger-ui-dist@5", "--silent", "--pack-destination", str(folder)],
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
-    with tarfile.open(max(folder.glob("swagger-ui-dist-*.tgz"))) as tar:
-        tar.extractall(folder, filter="data")
-    return folder / "package"
-
-
 def shoot_api_docs(page, cfg: StackConfig) -> None:
-    assets = swagger_assets(cfg)
-    if assets is not None:
-        page.route(
-            SWAGGER_CDN + "**", lambda route: route.fulfill(path=assets / route.request.url.rsplit("/", 1)[1])
-        )
-    page.route("https://fastapi.tiangolo.com/**", lambda route: route.abort())
+    # the service serves Swagger UI's assets itself (model_runner/service/docs_assets.py): no CDN
     page.goto(f"{runner_url(cfg)}/docs")
     _settle(page, ".opblock", extra_s=1)
 

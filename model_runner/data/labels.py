@@ -4,14 +4,17 @@ Datasets label tweets in different ways: names (``"positive"``), integers (Tweet
 strings of digits (``"2"`` in a CSV) or their own codes. Every raw value is resolved to a lower-case
 class name, or rejected with a drop reason, in this order of precedence:
 
-1. ``label_map`` (argument of ``prepare_dataset``): raw value as a string -> name. It applies to
-   integers and strings alike, so it both names integer codes and renames string labels.
+1. ``label_map`` (a task's ``label_map``, ``--label-map``, the ``label_map`` field of ``POST /train``):
+   raw value as a string -> name. It applies to integers and strings alike, so it both names integer
+   codes and renames string labels.
 2. The mapping shipped with the source: a TweetEval ``mapping.txt`` or the ``ClassLabel`` names of a
    Hugging Face Hub dataset. Only used for integer labels.
-3. ``label_names`` (argument): integer label ``i`` -> ``label_names[i]``.
-4. Otherwise a string label is itself the name; an integer with no mapping is ``unknown_label``.
+3. Otherwise a string label is itself the name. An integer nothing names is never guessed from its
+   position: it is ``unknown_label``, and ``prepare_dataset`` refuses data whose labels are mostly
+   such integers, naming the values it saw, so that 0/1 data is not read as negative/neutral.
 
-When ``label_names`` is given it is also a whitelist: a resolved name outside it is ``unknown_label``.
+``label_names`` (a task's ``labels``) is a whitelist and the class order: a resolved name outside it
+is ``unknown_label``.
 
 Mapping other label schemes, for example:
 
@@ -20,8 +23,7 @@ Mapping other label schemes, for example:
       prepare_dataset("sentiment140.csv", label_map={"0": "negative", "2": "neutral", "4": "positive"})
 
 * Abbreviated names: ``label_map={"pos": "positive", "neg": "negative"}``.
-* Integer labels with a known order and no mapping file:
-  ``label_names=["anger", "joy", "optimism", "sadness"]``.
+* Binary data: ``label_map={"0": "negative", "1": "positive"}``.
 * Collapsing classes: ``label_map={"joy": "positive", "optimism": "positive", "anger": "negative"}``
   (labels not in the map pass through unchanged, so also map or whitelist the rest).
 
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -87,6 +90,8 @@ class LabelResolver:
         self._allowed = set(self.label_names) if self.label_names is not None else None
         self._label_map = {normalise_name(str(k)): normalise_name(v) for k, v in (label_map or {}).items()}
         self._source_mapping = {str(k).strip(): normalise_name(v) for k, v in (source_mapping or {}).items()}
+        # integer raw labels that nothing named, by value: prepare_dataset turns them into an error
+        self.unnamed_integers: Counter[int] = Counter()
 
     def resolve(self, raw: object) -> tuple[str | None, str | None]:
         """Return ``(name, None)`` or ``(None, drop_reason)``."""
@@ -102,9 +107,8 @@ class LabelResolver:
         name = self._label_map.get(key)
         if name is None and as_int is not None:
             name = self._source_mapping.get(key)
-            if name is None and self.label_names is not None and 0 <= as_int < len(self.label_names):
-                name = self.label_names[as_int]
             if name is None:
+                self.unnamed_integers[as_int] += 1
                 return None, UNKNOWN_LABEL
         if name is None:
             if isinstance(raw, float):

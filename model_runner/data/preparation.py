@@ -21,7 +21,7 @@ import datasets
 from model_runner.data.cleaning import clean_text
 from model_runner.data.dedup import CleanRow, deduplicate
 from model_runner.data.labels import LabelResolver
-from model_runner.data.readers import BROKEN_LINE, DataError, load_raw
+from model_runner.data.readers import BROKEN_LINE, Columns, DataError, load_raw
 from model_runner.data.splits import stratified_split
 
 logger = logging.getLogger(__name__)
@@ -63,6 +63,20 @@ class PreparedData:
     eval: datasets.Dataset
     labels: list[str]
     summary: DataSummary = field(repr=False)
+
+
+def _refuse_unnamed_integers(resolver: LabelResolver, kept: int, source) -> None:
+    """Integer labels that no map names are never guessed: when they are most of the labelled rows the
+    data needs a label map, and the error says which values to name."""
+    unnamed = resolver.unnamed_integers
+    if unnamed and unnamed.total() >= kept:
+        values = ", ".join(str(v) for v in sorted(unnamed)[:20]) + (", ..." if len(unnamed) > 20 else "")
+        example = ",".join(f"{v}=NAME" for v in sorted(unnamed)[:3])
+        raise DataError(
+            f"{os.fspath(source)!r} labels its rows with integers ({values})"
+            f" that no label map names; pass a label map such as {example}"
+            " (CLI --label-map, POST /train label_map, or the task's label_map)"
+        )
 
 
 def _check_fraction(name: str, value: float, *, allow_one: bool) -> None:
@@ -123,6 +137,8 @@ def prepare_dataset(
     sample_fraction: float | None = None,
     seed: int = 13,
     extra_rows: Iterable[Mapping] | None = None,
+    text_column: str = "text",
+    label_column: str = "label",
 ) -> PreparedData:
     """Read, clean, deduplicate and split ``source`` (file, directory or Hub id ``owner/name[:config]``).
 
@@ -134,7 +150,7 @@ def prepare_dataset(
     if sample_fraction is not None:
         _check_fraction("sample_fraction", sample_fraction, allow_one=True)
 
-    raw = load_raw(source)
+    raw = load_raw(source, Columns(text_column, label_column))
     dropped: Counter[str] = Counter(dict.fromkeys(DROP_REASONS, 0))
     dropped.update(raw.malformed)
     extra = list(extra_rows or [])
@@ -154,6 +170,7 @@ def prepare_dataset(
     for split in train_splits:
         candidates += _clean_rows(raw.splits[split], "train", resolver, dropped)
     candidates += _clean_rows(extra_ok, "train", resolver, dropped)
+    _refuse_unnamed_integers(resolver, len(candidates), source)
     dedup = deduplicate(candidates, dropped)
 
     if not dedup.rows:

@@ -44,6 +44,17 @@ class DataError(TweetpulseError, ValueError):
     status, type = 422, "invalid_data"
 
 
+@dataclass(frozen=True)
+class Columns:
+    """Which fields of a source hold the text and the label (CSV headers match case-insensitively)."""
+
+    text: str = "text"
+    label: str = "label"
+
+
+DEFAULT_COLUMNS = Columns()
+
+
 @dataclass
 class RawSource:
     splits: dict[str, list[RawRow]] = field(default_factory=dict)
@@ -63,45 +74,61 @@ def split_name(stem: str) -> str:
     return _SPLIT_ALIASES.get(stem, stem)
 
 
-def read_source(source: str | os.PathLike[str]) -> tuple[dict[str, list[RawRow]], Counter[str]]:
+def read_source(
+    source: str | os.PathLike[str], columns: Columns = DEFAULT_COLUMNS
+) -> tuple[dict[str, list[RawRow]], Counter[str]]:
     """Split name -> raw rows, plus a counter of lines that could not be parsed."""
-    raw = load_raw(source)
+    raw = load_raw(source, columns)
     return raw.splits, raw.malformed
 
 
-def load_raw(source: str | os.PathLike[str]) -> RawSource:
+def load_raw(source: str | os.PathLike[str], columns: Columns = DEFAULT_COLUMNS) -> RawSource:
     path = Path(source).expanduser()
+    text = os.fspath(source)
     if path.is_dir():
-        return _read_directory(path)
-    if path.is_file():
+        raw = _read_directory(path, columns)
+    elif path.is_file():
         raw = RawSource()
         # A lone file is all training data: its name says nothing reliable about its role.
-        raw.add("train", _read_file(path, raw.malformed))
-        return raw
-    text = os.fspath(source)
-    if _HUB_ID_RE.match(text) and Path(text.split(":")[0]).suffix.lower() not in {*_DATA_SUFFIXES, ".txt"}:
-        return _read_hub(text)
-    raise DataError(f"data source not found: {text!r} is neither an existing path nor a Hub id 'owner/name'")
+        raw.add("train", _read_file(path, raw.malformed, columns))
+    elif _HUB_ID_RE.match(text) and Path(text.split(":")[0]).suffix.lower() not in {*_DATA_SUFFIXES, ".txt"}:
+        raw = _read_hub(text, columns)
+    else:
+        raise DataError(
+            f"data source not found: {text!r} is neither an existing path nor a Hub id 'owner/name'"
+        )
+    _check_text_column(raw, columns, text)
+    return raw
 
 
-def _read_file(path: Path, malformed: Counter[str]) -> list[RawRow]:
+def _check_text_column(raw: RawSource, columns: Columns, where: str) -> None:
+    """Rows exist but none has the text field: a wrong column name, said plainly instead of every row
+    being dropped as missing_text."""
+    rows = [row for split in raw.splits.values() for row in split]
+    if rows and all(row.get("text") is None for row in rows):
+        raise DataError(
+            f"no row of {where!r} has a {columns.text!r} text field; name the text column with text_column"
+        )
+
+
+def _read_file(path: Path, malformed: Counter[str], columns: Columns = DEFAULT_COLUMNS) -> list[RawRow]:
     suffix = path.suffix.lower()
     if suffix in _JSON_SUFFIXES:
-        return _read_jsonl(path, malformed)
+        return _read_jsonl(path, malformed, columns)
     if suffix == ".csv":
-        return _read_csv(path, malformed)
+        return _read_csv(path, malformed, columns)
     if suffix == ".parquet":
-        return _read_parquet(path)
+        return _read_parquet(path, columns)
     raise DataError(
         f"unsupported data format {suffix or '(none)'!r} for {path}; use .jsonl, .json, .csv or .parquet"
     )
 
 
-def _row(obj: dict[str, Any]) -> RawRow:
-    return {"text": obj.get("text"), "label": obj.get("label")}
+def _row(obj: dict[str, Any], columns: Columns) -> RawRow:
+    return {"text": obj.get(columns.text), "label": obj.get(columns.label)}
 
 
-def _read_json_array(path: Path, malformed: Counter[str]) -> list[RawRow] | None:
+def _read_json_array(path: Path, malformed: Counter[str], columns: Columns) -> list[RawRow] | None:
     """Rows of a ``.json`` file holding one JSON array, or None when it is JSON Lines after all."""
     with path.open("rb") as handle:
         head = handle.read(4096).lstrip().removeprefix(b"\xef\xbb\xbf").lstrip()
@@ -114,12 +141,12 @@ def _read_json_array(path: Path, malformed: Counter[str]) -> list[RawRow] | None
     if not isinstance(items, list):
         return None
     malformed[BROKEN_LINE] += sum(not isinstance(item, dict) for item in items)
-    return [_row(item) for item in items if isinstance(item, dict)]
+    return [_row(item, columns) for item in items if isinstance(item, dict)]
 
 
-def _read_jsonl(path: Path, malformed: Counter[str]) -> list[RawRow]:
+def _read_jsonl(path: Path, malformed: Counter[str], columns: Columns) -> list[RawRow]:
     if path.suffix.lower() == ".json":
-        array_rows = _read_json_array(path, malformed)
+        array_rows = _read_json_array(path, malformed, columns)
         if array_rows is not None:
             return array_rows
     rows: list[RawRow] = []
@@ -137,22 +164,24 @@ def _read_jsonl(path: Path, malformed: Counter[str]) -> list[RawRow]:
                 malformed[BROKEN_LINE] += 1
                 logger.debug("%s:%d: not a JSON object, skipped", path, number)
                 continue
-            rows.append(_row(obj))
+            rows.append(_row(obj, columns))
     return rows
 
 
-def _read_csv(path: Path, malformed: Counter[str]) -> list[RawRow]:
+def _read_csv(path: Path, malformed: Counter[str], columns: Columns) -> list[RawRow]:
     rows: list[RawRow] = []
     with path.open(encoding="utf-8-sig", errors="replace", newline="") as handle:
         reader = csv.reader(handle)
         header = next(reader, None)
-        columns = [c.strip().lower() for c in header or []]
-        missing = [c for c in ("text", "label") if c not in columns]
+        names = [c.strip().lower() for c in header or []]
+        wanted = (columns.text.strip().lower(), columns.label.strip().lower())
+        missing = [c for c in wanted if c not in names]
         if missing:
             raise DataError(
                 f"CSV file {path} has no {' or '.join(repr(c) for c in missing)} column in its header"
+                f" (columns: {', '.join(names)}); name them with text_column / label_column"
             )
-        text_at, label_at = columns.index("text"), columns.index("label")
+        text_at, label_at = names.index(wanted[0]), names.index(wanted[1])
         while True:
             try:
                 record = next(reader)
@@ -163,14 +192,14 @@ def _read_csv(path: Path, malformed: Counter[str]) -> list[RawRow]:
                 continue
             if not record:
                 continue  # blank line
-            if len(record) != len(columns):
+            if len(record) != len(names):
                 malformed[BROKEN_LINE] += 1
                 continue
             rows.append({"text": record[text_at], "label": record[label_at]})
     return rows
 
 
-def _read_parquet(path: Path) -> list[RawRow]:
+def _read_parquet(path: Path, columns: Columns) -> list[RawRow]:
     try:
         # A throwaway cache: the rows are kept in memory, and a persistent cache keyed on the path
         # could serve stale rows after the file is rewritten in place.
@@ -178,14 +207,17 @@ def _read_parquet(path: Path) -> list[RawRow]:
             table = datasets.Dataset.from_parquet(str(path), keep_in_memory=True, cache_dir=cache_dir)
     except Exception as exc:  # pyarrow raises a variety of errors for corrupt files
         raise DataError(f"cannot read parquet file {path}: {exc}") from exc
-    return _rows_from_columns(table, str(path))
+    return _rows_from_columns(table, str(path), columns)
 
 
-def _rows_from_columns(table: Any, where: str) -> list[RawRow]:
-    if "text" not in table.column_names:
-        raise DataError(f"{where} has no 'text' column (columns: {table.column_names})")
-    texts = list(table["text"])
-    labels = list(table["label"]) if "label" in table.column_names else [None] * len(texts)
+def _rows_from_columns(table: Any, where: str, columns: Columns) -> list[RawRow]:
+    if columns.text not in table.column_names:
+        raise DataError(
+            f"{where} has no {columns.text!r} column (columns: {table.column_names});"
+            " name it with text_column"
+        )
+    texts = list(table[columns.text])
+    labels = list(table[columns.label]) if columns.label in table.column_names else [None] * len(texts)
     return [{"text": t, "label": lab} for t, lab in zip(texts, labels, strict=True)]
 
 
@@ -214,12 +246,12 @@ def _read_tweeteval(directory: Path, raw: RawSource) -> None:
         raw.label_mapping.update(parse_mapping_file(mapping_file))
 
 
-def _read_directory(directory: Path) -> RawSource:
+def _read_directory(directory: Path, columns: Columns) -> RawSource:
     raw = RawSource()
     _read_tweeteval(directory, raw)
     data_files = sorted(p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in _DATA_SUFFIXES)
     for path in data_files:
-        raw.add(split_name(path.stem), _read_file(path, raw.malformed))
+        raw.add(split_name(path.stem), _read_file(path, raw.malformed, columns))
     if not raw.splits:
         raise DataError(
             f"no data files in directory {directory}: expected *.jsonl, *.json, *.csv, *.parquet "
@@ -228,7 +260,7 @@ def _read_directory(directory: Path) -> RawSource:
     return raw
 
 
-def _read_hub(dataset_id: str) -> RawSource:
+def _read_hub(dataset_id: str, columns: Columns) -> RawSource:
     name, _, config = dataset_id.partition(":")
     try:
         loaded = datasets.load_dataset(name, config or None)
@@ -238,10 +270,11 @@ def _read_hub(dataset_id: str) -> RawSource:
         loaded = datasets.DatasetDict({"train": loaded})
     raw = RawSource()
     for split, table in loaded.items():
-        label_feature = table.features.get("label")
+        label_feature = table.features.get(columns.label)
         if isinstance(label_feature, datasets.ClassLabel) and not raw.label_mapping:
             raw.label_mapping = {str(i): n for i, n in enumerate(label_feature.names)}
         raw.add(
-            split_name(str(split)), _rows_from_columns(table, f"Hub dataset {dataset_id!r} split {split!r}")
+            split_name(str(split)),
+            _rows_from_columns(table, f"Hub dataset {dataset_id!r} split {split!r}", columns),
         )
     return raw

@@ -1,4 +1,5 @@
-"""Evaluation figures: confusion matrix, one-vs-rest precision-recall curves, reliability diagram.
+"""Evaluation figures: confusion matrix, one-vs-rest precision-recall curves, F1 by threshold per
+class, reliability diagram.
 
 Figures are built on ``matplotlib.figure.Figure`` directly rather than through ``pyplot``: no global
 backend or figure registry is touched, so plotting is headless and safe from worker threads while
@@ -7,6 +8,8 @@ the service is serving requests.
 
 from __future__ import annotations
 
+import csv
+import math
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +21,9 @@ from sklearn.metrics import average_precision_score, precision_recall_curve
 from model_runner.evaluation.metrics import calibration_bins, expected_calibration_error
 
 _DPI = 110
+# Thresholds of the F1-by-threshold table: every hundredth of a class's probability.
+THRESHOLDS = np.round(np.linspace(0.0, 1.0, 101), 2)
+THRESHOLD_COLUMNS = ("label", "threshold", "precision", "recall", "f1", "predicted", "support")
 
 
 def _save(fig: Figure, path: Path) -> Path:
@@ -89,6 +95,107 @@ def plot_pr_curves(
     ax.legend(loc="lower left", fontsize="small")
     ax.set_title(f"{title} precision-recall (one-vs-rest)".strip())
     return _save(fig, path)
+
+
+def threshold_table(
+    y_true: np.ndarray, proba: np.ndarray, labels: Sequence[str], thresholds: Sequence[float] = THRESHOLDS
+) -> list[dict]:
+    """One-vs-rest precision, recall and F1 of each class when it is predicted wherever its own
+    probability is at least the threshold: one row per (class, threshold), classes in label order.
+
+    ``predicted`` counts the rows called positive, ``support`` the true ones. No row called positive
+    gives precision 0 (as scikit-learn's ``zero_division=0``); a class without examples has no recall
+    or F1 (``nan``).
+    """
+    y_true = np.asarray(y_true)
+    proba = np.asarray(proba, dtype=np.float64)
+    cuts = np.asarray(thresholds, dtype=np.float64)
+    rows = []
+    for c, name in enumerate(labels):
+        positives = y_true == c
+        support = int(positives.sum())
+        called = proba[:, c][None, :] >= cuts[:, None]  # thresholds x rows
+        predicted = called.sum(axis=1)
+        tp = (called & positives[None, :]).sum(axis=1)
+        precision = np.divide(tp, predicted, out=np.zeros(len(cuts)), where=predicted > 0)
+        recall = tp / support if support else np.full(len(cuts), np.nan)
+        denominator = precision + recall
+        f1 = np.divide(2 * precision * recall, denominator, out=np.zeros(len(cuts)), where=denominator > 0)
+        if not support:
+            f1 = np.full(len(cuts), np.nan)
+        for i, cut in enumerate(cuts):
+            rows.append(
+                {
+                    "label": name,
+                    "threshold": float(cut),
+                    "precision": float(precision[i]),
+                    "recall": float(recall[i]),
+                    "f1": float(f1[i]),
+                    "predicted": int(predicted[i]),
+                    "support": support,
+                }
+            )
+    return rows
+
+
+def best_thresholds(table: Sequence[dict]) -> dict[str, dict]:
+    """Per class, the row of ``threshold_table`` with the highest F1 (the lowest such threshold);
+    classes without examples are left out."""
+    best: dict[str, dict] = {}
+    for row in table:
+        if math.isnan(row["f1"]):
+            continue
+        if row["label"] not in best or row["f1"] > best[row["label"]]["f1"]:
+            best[row["label"]] = row
+    return best
+
+
+def plot_f1_by_threshold(table: Sequence[dict], labels: Sequence[str], path: Path, title: str = "") -> Path:
+    """F1 of each class (one-vs-rest) against the threshold on its own probability, from
+    ``threshold_table``; the best threshold of each class is marked and given in the legend."""
+    best = best_thresholds(table)
+    fig = Figure(figsize=(6.5, 5), layout="constrained")
+    ax = fig.subplots()
+    for name in labels:
+        rows = [r for r in table if r["label"] == name]
+        if name not in best:
+            ax.plot([], [], label=f"{name} (no examples)")
+            continue
+        (line,) = ax.plot([r["threshold"] for r in rows], [r["f1"] for r in rows], label=name)
+        top = best[name]
+        line.set_label(f"{name} (best F1 = {top['f1']:.3f} at {top['threshold']:.2f})")
+        ax.plot([top["threshold"]], [top["f1"]], "o", color=line.get_color())
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("threshold on the class's probability")
+    ax.set_ylabel("F1 (one-vs-rest)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left", fontsize="small")
+    ax.set_title(f"{title} F1 by threshold".strip())
+    return _save(fig, path)
+
+
+def write_threshold_csv(table: Sequence[dict], path: Path) -> Path:
+    """``threshold_table`` as CSV (empty cells where a value is undefined), six decimals."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=THRESHOLD_COLUMNS)
+        writer.writeheader()
+        for row in table:
+            writer.writerow(
+                {
+                    k: (
+                        ""
+                        if isinstance(v, float) and math.isnan(v)
+                        else round(v, 6)
+                        if isinstance(v, float)
+                        else v
+                    )
+                    for k, v in row.items()
+                }
+            )
+    return path
 
 
 def plot_reliability(

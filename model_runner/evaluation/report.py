@@ -18,7 +18,15 @@ from model_runner.evaluation.metrics import (
     compute_metrics,
     expected_calibration_error,
 )
-from model_runner.evaluation.plots import plot_confusion_matrix, plot_pr_curves, plot_reliability
+from model_runner.evaluation.plots import (
+    best_thresholds,
+    plot_confusion_matrix,
+    plot_f1_by_threshold,
+    plot_pr_curves,
+    plot_reliability,
+    threshold_table,
+    write_threshold_csv,
+)
 
 CI_METRICS = ("macro_recall", "macro_f1")
 ALPHA = 0.05
@@ -73,7 +81,8 @@ def evaluate(
     seed: int = 0,
     title: str = "",
 ) -> EvalReport:
-    """Metrics, bootstrap CIs of macro recall/F1 and ECE; with ``out_dir``, figures and report.json."""
+    """Metrics, bootstrap CIs of macro recall/F1 and ECE; with ``out_dir``, figures, report.json and
+    the per-class F1-by-threshold table (``f1_by_threshold.csv``, its best rows in report.json)."""
     labels = list(labels)
     y_true = as_class_indices(y_true)
     proba = check_proba(y_true, proba, len(labels))
@@ -96,12 +105,20 @@ def evaluate(
             metrics["confusion_matrix"], labels, out_dir / "confusion_matrix.png", title
         )
         files["pr_curves"] = plot_pr_curves(y_true, proba, labels, out_dir / "pr_curves.png", title)
+        table = threshold_table(y_true, proba, labels)
+        files["f1_by_threshold"] = plot_f1_by_threshold(table, labels, out_dir / "f1_by_threshold.png", title)
+        files["f1_by_threshold_table"] = write_threshold_csv(table, out_dir / "f1_by_threshold.csv")
         files["reliability"] = plot_reliability(y_true, proba, out_dir / "reliability.png", ECE_BINS, title)
         report = {
             "title": title,
             "labels": labels,
             **metrics,
             "bootstrap": {"n_boot": n_boot, "seed": seed, "alpha": ALPHA},
+            # One-vs-rest: the threshold on each class's own probability that maximises its F1.
+            "best_f1_threshold": {
+                name: {k: row[k] for k in ("threshold", "precision", "recall", "f1")}
+                for name, row in best_thresholds(table).items()
+            },
         }
         report_path = out_dir / "report.json"
         report_path.write_text(json.dumps(_jsonable(report), indent=2) + "\n", encoding="utf-8")

@@ -1,4 +1,11 @@
-"""The README.md model card pushed next to a promoted model.
+"""The model card (README.md) of an exported model, built with ``huggingface_hub.ModelCard``.
+
+The metadata is a ``ModelCardData`` (license, language, base model, pipeline tag, library and the
+held-out metrics as ``EvalResult`` entries, which the Hub renders as the model-index); the text shows
+the metrics with their bootstrap confidence interval (``EvalResult`` has no field for one), the per-class
+results, the training data, hyperparameters, intended use and limitations, and a "how to use" whose code
+is run by the tests exactly as rendered (``tests/hub/test_outside_client.py`` executes it in a virtual
+environment that has only the client libraries of ``requirements/outside-client.txt``).
 
 Everything except ``task`` and ``labels`` is optional: a section or row whose data is missing is left
 out rather than rendered as "None", so a card built from a partial training record is still readable.
@@ -9,7 +16,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import yaml
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 # What the Hub accepts as a base_model reference; a local folder path there fails its YAML validation.
 _HUB_ID_RE = re.compile(r"^[\w.-]+/[\w.-]+$")
@@ -48,41 +55,6 @@ def _title(info: dict) -> str:
 def _base_id(info: dict) -> str | None:
     base = info.get("base_model") or {}
     return base.get("id") if isinstance(base, dict) else str(base)
-
-
-def _front_matter(info: dict) -> str:
-    meta: dict[str, Any] = {
-        # the files are a standard transformers encoder plus a small head (see "How to use")
-        "library_name": "transformers",
-        "language": ["en"],
-        "license": info.get("license") or "other",
-        "tags": list(
-            dict.fromkeys(["text-classification", "sentiment", "tweets", "tweetpulse", info["task"]])
-        ),
-    }
-    base_id = _base_id(info)
-    if base_id and _HUB_ID_RE.match(base_id):
-        meta["base_model"] = base_id
-    metrics = info.get("metrics") or {}
-    reported = [
-        {"type": _METRIC_TYPES[key], "name": _METRIC_NAMES[key], "value": round(float(metrics[key]), 4)}
-        for key in _METRIC_NAMES
-        if isinstance(metrics.get(key), int | float)
-    ]
-    if reported:
-        meta["model-index"] = [
-            {
-                "name": _title(info),
-                "results": [
-                    {
-                        "task": {"type": "text-classification", "name": "Text Classification"},
-                        "dataset": {"type": "tweets", "name": f"{info['task']} held-out evaluation split"},
-                        "metrics": reported,
-                    }
-                ],
-            }
-        ]
-    return "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n"
 
 
 def _summary(info: dict) -> list[str]:
@@ -189,64 +161,104 @@ individual people and not for content moderation without human review.
 - Sarcasm, irony and negated or mixed sentiment are often misclassified.
 - Labels come from human annotators and the data reflects who tweets; the model can reproduce their
   biases (dialects, identity terms, topics). Audit before use on a specific population.
-- Input is cleaned as in training (mentions become `@user`, links `http`); skipping that step at
-  inference time changes predictions."""
+- Input is cleaned as in training (emoji become their names, mentions `@user`, links `http`); the
+  exported tokenizer does it, other ways of feeding the model must do the same."""
+
+
+# The client side of the export, as pinned in requirements/outside-client.txt (optimum-onnx 0.1.0 needs
+# transformers < 4.58).
+PIP_LINE = 'pip install "optimum-onnx[onnxruntime]==0.1.0" "transformers>=4.57,<4.58"'
+EXAMPLE_TEXT = "what a great day! 😂 @friend https://t.co/x"
+
+
+def usage_code(repo: str) -> str:
+    """The "how to use" Python lines for ``repo`` (a Hub id or a local folder of an export)."""
+    return (
+        "from optimum.onnxruntime import ORTModelForSequenceClassification\n"
+        "from transformers import AutoTokenizer, pipeline\n"
+        f'classify = pipeline("text-classification", model=ORTModelForSequenceClassification.from_pretrained('
+        f'"{repo}"), tokenizer=AutoTokenizer.from_pretrained("{repo}"), truncation=True)\n'
+        f'print(classify(["{EXAMPLE_TEXT}"]))\n'
+    )
+
+
+def extract_usage(card: str) -> str:
+    """The Python code block of the card's "How to use" section (what the outside-client test runs)."""
+    section = card.split("## How to use", 1)[1]
+    return re.search(r"```python\n(.*?)```", section, flags=re.S).group(1)
 
 
 def _how_to(info: dict) -> str:
     repo = info.get("repo_id") or "<owner>/<repo>"
-    int8 = (
-        "\n`load_for_serving` re-applies the int8 dynamic quantization this version was validated with"
-        " (CPU).\n"
-        if info.get("serving") == "int8"
-        else ""
-    )
+    max_length = f"{info['max_length']} tokens" if info.get("max_length") else "the model's max length"
     return f"""## How to use
 
-With the tweetpulse package:
+No tweetpulse needed: the repository root is a standard ONNX export (the whole model, to logits) with its
+tokenizer and a `config.json` carrying `id2label`. The tweet cleaning that training applies (emoji to
+their names, links to `http`, mentions to `@user`) is part of `tokenizer.json`'s normalizer, so raw
+tweets go in as they are.
+
+```bash
+{PIP_LINE}
+```
+
+```python
+{usage_code(repo)}```
+
+`truncation=True` cuts at `model_max_length` ({max_length}), where the tweetpulse service cuts.
+A private repository needs a token (`HF_TOKEN` or `hf auth login`).
+
+## Files
+
+- `model.onnx`: encoder, mean pooling (padding excluded), L2 normalisation and the classification head
+  in one graph; inputs `input_ids` and `attention_mask`, output `logits`.
+- `config.json`, `tokenizer.json`, `tokenizer_config.json`, `special_tokens_map.json`: the encoder's
+  config plus `id2label`/`label2id` and a `tweetpulse` block; the tokenizer with the cleaning built in.
+- `tweetpulse/`: the native tweetpulse model folder (safetensors encoder and head, `label_map.json`,
+  `tweetpulse.json`, `checksums.json`), which the tweetpulse service serves:
 
 ```python
 from huggingface_hub import snapshot_download
 from model_runner.modeling.serving import load_for_serving
 
-folder = snapshot_download("{repo}")
-model, choice = load_for_serving(folder)  # runtime="onnxruntime" serves as the service does
-print(model.predict(["what a great day!"]))
-```
-{int8}
-With plain transformers: the encoder is a standard model (`config.json`, `model.safetensors`, tokenizer
-files); the classifier is the mean of the token vectors (padding excluded), L2-normalised, then the head
-in `head.safetensors` (a `torch.nn.Sequential`; its kind and the labels are in `tweetpulse.json`).
-Clean the text first as `model_runner.data.cleaning.clean_text` does (emoji to their names with the
-`emoji` package, mentions to `@user`, links to `http`).
-
-```python
-import json, torch
-from huggingface_hub import snapshot_download
-from safetensors.torch import load_file
-from transformers import AutoModel, AutoTokenizer
-
-folder = snapshot_download("{repo}")
-config = json.load(open(f"{{folder}}/tweetpulse.json"))
-tokenizer, encoder = AutoTokenizer.from_pretrained(folder), AutoModel.from_pretrained(folder).eval()
-head = load_file(f"{{folder}}/head.safetensors")
-batch = tokenizer(["what a great day!"], padding=True, truncation=True,
-                  max_length=config["max_length"], return_tensors="pt")
-with torch.no_grad():
-    hidden = encoder(**batch).last_hidden_state
-mask = batch["attention_mask"].unsqueeze(-1).float()
-x = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9), dim=-1)
-if config["head"]["kind"] == "mlp":  # Dropout, Linear, GELU, Dropout, Linear
-    x = torch.nn.functional.gelu(x @ head["1.weight"].T + head["1.bias"])
-    logits = x @ head["4.weight"].T + head["4.bias"]
-else:  # "linear": Dropout, Linear
-    logits = x @ head["1.weight"].T + head["1.bias"]
-print([config["labels"][i] for i in logits.argmax(-1)])
+folder = snapshot_download("{repo}", allow_patterns=["tweetpulse/*"])
+model, choice = load_for_serving(f"{{folder}}/tweetpulse")
 ```"""
 
 
-def render_model_card(info: dict) -> str:
-    """README.md text (YAML front matter + Markdown) for ``info``; see the module docstring."""
+def card_data(info: dict) -> ModelCardData:
+    """The card's metadata (YAML front matter)."""
+    metrics = info.get("metrics") or {}
+    eval_results = [
+        EvalResult(
+            task_type="text-classification",
+            task_name="Text Classification",
+            dataset_type="tweets",
+            dataset_name=f"{info['task']} held-out evaluation split",
+            dataset_split="evaluation",
+            metric_type=_METRIC_TYPES[key],
+            metric_name=_METRIC_NAMES[key],
+            metric_value=round(float(metrics[key]), 4),
+        )
+        for key in _METRIC_NAMES
+        if isinstance(metrics.get(key), int | float)
+    ]
+    base_id = _base_id(info)
+    return ModelCardData(
+        model_name=_title(info),
+        language="en",
+        license=info.get("license") or "apache-2.0",
+        # the root loads with optimum (ONNX Runtime) + transformers; there are no transformers weights
+        library_name="optimum",
+        pipeline_tag="text-classification",
+        base_model=base_id if base_id and _HUB_ID_RE.match(base_id) else None,
+        tags=list(dict.fromkeys(["text-classification", "onnx", "tweets", "tweetpulse", info["task"]])),
+        eval_results=eval_results or None,
+    )
+
+
+def build_model_card(info: dict) -> ModelCard:
+    """The model card for ``info`` (see the module docstring); ``info["repo_id"]`` goes in the code."""
     sections = [
         "\n".join(_summary(info)),
         "\n".join(_evaluation(info)),
@@ -255,4 +267,10 @@ def render_model_card(info: dict) -> str:
         _USE_AND_LIMITS,
         _how_to(info),
     ]
-    return _front_matter(info) + "\n" + "\n\n".join(s for s in sections if s) + "\n"
+    body = "\n\n".join(s for s in sections if s) + "\n"
+    return ModelCard(f"---\n{card_data(info).to_yaml()}\n---\n\n{body}")
+
+
+def render_model_card(info: dict) -> str:
+    """README.md text (YAML front matter + Markdown) for ``info``."""
+    return str(build_model_card(info))

@@ -1,6 +1,12 @@
-"""Push a saved ``TweetClassifier`` folder plus a generated model card to the Hugging Face Hub.
+"""Push a model's portable export plus a generated model card to the Hugging Face Hub.
 
-One ``create_repo`` (idempotent) and then one commit holding every model file and README.md, so a
+The repo layout is ``modeling/export.py``'s folder: the root holds the portable ONNX export (what a plain
+``transformers``/``optimum`` client loads; no ``model.safetensors`` there, or transformers would load the
+bare encoder with a random head) and README.md; ``tweetpulse/`` holds the native model folder exactly as
+``TweetClassifier.save`` wrote it, with its ``checksums.json`` (what the service serves from the Hub,
+``hub/pull.py``). Given a native folder, ``push_model`` builds the export first.
+
+One ``create_repo`` (idempotent) and then one commit holding every file and README.md, so a
 reader of the repo never sees a half-uploaded model. Each of the two steps is retried on transient
 failures (network, timeout, 408/429/5xx) with exponential backoff; anything else fails at once.
 """
@@ -9,7 +15,10 @@ from __future__ import annotations
 
 import email.utils
 import fnmatch
+import json
 import logging
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,13 +34,15 @@ from huggingface_hub.utils import _http as hf_http
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from model_runner.hub.card import render_model_card
-from model_runner.modeling.classifier import verify_files
+from model_runner.modeling.classifier import CONFIG_FILE, verify_files
+from model_runner.modeling.export import NATIVE_DIR, is_export
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# What TweetClassifier.save writes (tokenizer names cover BERT, BPE and sentencepiece encoders); any
-# other file in the folder (editor backups, optimizer state, a stale README) stays local.
+# What TweetClassifier.save writes (tokenizer names cover BERT, BPE and sentencepiece encoders): pushed
+# under tweetpulse/; any other file in the folder (editor backups, optimizer state, a stale README)
+# stays local.
 ALLOWED_PATTERNS = (
     "config.json",
     "model.safetensors",
@@ -52,6 +63,18 @@ ALLOWED_PATTERNS = (
     "sentencepiece.bpe.model",
     "tokenizer.model",
 )
+# What the root of the export holds (README.md is the card, generated at each push).
+PORTABLE_PATTERNS = (
+    "config.json",
+    "model.onnx",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+)
 README = "README.md"
 _TRANSIENT_STATUS = frozenset({408, 429})  # plus every 5xx
 # huggingface_hub keeps one process-wide httpx client; serialise pushes so that one push restoring the
@@ -71,12 +94,21 @@ class PushResult:
     files: list[str]
 
 
-def files_to_push(folder: Path) -> list[Path]:
+def _allowed(folder: Path, patterns: tuple[str, ...]) -> list[Path]:
     return sorted(
         p
-        for p in Path(folder).iterdir()
-        if p.is_file() and any(fnmatch.fnmatchcase(p.name, pat) for pat in ALLOWED_PATTERNS)
+        for p in folder.iterdir()
+        if p.is_file() and any(fnmatch.fnmatchcase(p.name, pat) for pat in patterns)
     )
+
+
+def files_to_push(export: Path) -> dict[str, Path]:
+    """``path_in_repo -> file`` for an export folder: the allowed root files and ``tweetpulse/`` files
+    (each folder has its own allow-list)."""
+    export = Path(export)
+    files = {p.name: p for p in _allowed(export, PORTABLE_PATTERNS)}
+    files.update({f"{NATIVE_DIR}/{p.name}": p for p in _allowed(export / NATIVE_DIR, ALLOWED_PATTERNS)})
+    return dict(sorted(files.items()))
 
 
 @contextmanager
@@ -208,16 +240,67 @@ def push_model(
     backoff_s: float = 1.0,
     max_backoff_s: float = 30.0,
 ) -> PushResult:
-    """Create ``repo_id`` if needed and commit the model files plus README.md in one commit."""
+    """Create ``repo_id`` if needed and commit the export plus README.md in one commit.
+
+    ``folder``: an export (``modeling.export.build_export``: ``model.onnx`` + ``tweetpulse/``) or a native
+    model folder, which is exported first (ONNX trace and checks: seconds for MiniLM). Either way the
+    native files are verified against their ``checksums.json`` before anything is sent.
+    """
+    options = {
+        "endpoint": endpoint,
+        "private": private,
+        "timeout_s": timeout_s,
+        "retries": retries,
+        "commit_message": commit_message,
+        "backoff_s": backoff_s,
+        "max_backoff_s": max_backoff_s,
+    }
     folder = Path(folder)
     if not token:
         raise HubPushError(f"no Hub token given for {repo_id}")
+    native = folder / NATIVE_DIR if is_export(folder) else folder
     try:
-        verify_files(folder)  # a corrupt or partial copy must not become the published model
+        verify_files(native)  # a corrupt or partial copy must not become the published model
     except (OSError, ValueError) as exc:
         raise HubPushError(f"not pushing {folder} to {repo_id}: {exc}") from None
-    files = files_to_push(folder)
-    card = render_model_card({**card_info, "repo_id": repo_id}).encode()
+    if is_export(folder):
+        return _push_export(folder, repo_id=repo_id, token=token, card_info=card_info, **options)
+    from model_runner.modeling.export import build_export
+
+    work = Path(tempfile.mkdtemp(prefix="tp-export-"))
+    try:
+        try:
+            export = build_export(folder, work / "export", version=_str(card_info.get("version")))
+        except Exception as exc:  # an export that cannot be built or checked is not published
+            raise HubPushError(f"not pushing {folder} to {repo_id}: export failed: {exc}") from None
+        return _push_export(export, repo_id=repo_id, token=token, card_info=card_info, **options)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _str(value) -> str | None:
+    return None if value is None else str(value)
+
+
+def _push_export(
+    export: Path,
+    *,
+    repo_id: str,
+    token: str,
+    card_info: dict,
+    endpoint: str | None,
+    private: bool,
+    timeout_s: float,
+    retries: int,
+    commit_message: str | None,
+    backoff_s: float,
+    max_backoff_s: float,
+) -> PushResult:
+    files = files_to_push(export)
+    fields = dict(card_info)
+    if "max_length" not in fields:
+        fields["max_length"] = json.loads((export / NATIVE_DIR / CONFIG_FILE).read_text()).get("max_length")
+    card = render_model_card({**fields, "repo_id": repo_id}).encode()
     message = commit_message or f"Upload {card_info.get('model_name') or card_info['task']} model"
     if card_info.get("version") is not None and commit_message is None:
         message += f" version {card_info['version']}"
@@ -226,7 +309,9 @@ def push_model(
 
     def commit():
         # operations are rebuilt per attempt: huggingface_hub mutates them and refuses to reuse them
-        operations = [CommitOperationAdd(path_in_repo=p.name, path_or_fileobj=str(p)) for p in files]
+        operations = [
+            CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(p)) for name, p in files.items()
+        ]
         operations.append(CommitOperationAdd(path_in_repo=README, path_or_fileobj=card))
         return api.create_commit(repo_id, operations=operations, commit_message=message, repo_type="model")
 
@@ -237,6 +322,6 @@ def push_model(
             **retry,
         )
         info = _with_retries("commit", commit, **retry)
-    names = sorted([*(p.name for p in files), README])
+    names = sorted([*files, README])
     log.info("pushed %d files to Hub repo %s: commit %s", len(names), repo_id, info.oid)
     return PushResult(repo_id=repo_id, commit_id=info.oid, commit_url=info.commit_url, files=names)

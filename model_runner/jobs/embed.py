@@ -31,7 +31,7 @@ def embed_dataset(components: Components, task: Task, data: str | None = None) -
     source = data or task.data
     prepared = prepare_dataset(
         source,
-        label_names=task.int_labels,
+        **task.read_options(),
         eval_fraction=components.settings.eval_fraction,
         seed=components.settings.seed,
     )

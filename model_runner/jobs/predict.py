@@ -55,7 +55,7 @@ def predict_file(loaded: LoadedModel, input_path: Path, output_path: Path, *, ba
 
 def evaluate_data(loaded: LoadedModel, task: Task, data: str) -> dict:
     """Metrics of the champion on every labelled row of ``data`` (all splits together)."""
-    prepared = prepare_dataset(data, label_names=task.int_labels)
+    prepared = prepare_dataset(data, **task.read_options())
     texts = list(prepared.train["text"]) + list(prepared.eval["text"])
     names = [prepared.labels[i] for i in list(prepared.train["label"]) + list(prepared.eval["label"])]
     labels = loaded.model.labels

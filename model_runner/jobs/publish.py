@@ -1,4 +1,8 @@
-"""After a promotion: push the champion to the Hugging Face Hub (when configured) and say so in MLflow."""
+"""After a promotion: push the champion to the Hugging Face Hub (when configured) and say so in MLflow.
+
+What is pushed is the portable export (``modeling/export.py``: ONNX + tokenizer with the cleaning + card
+at the repo root, the native folder under ``tweetpulse/``), the same folder ``model-runner export``
+writes (``jobs/export.py``)."""
 
 from __future__ import annotations
 
@@ -35,6 +39,7 @@ def card_info(outcome, name: str, labels: list[str], meta: dict) -> dict:
         "warmup": meta.get("warmup"),
         "serving": outcome.quantization.get("chosen"),
         "mlflow_run_id": outcome.run_id,
+        "max_length": meta.get("max_length"),
     }
 
 

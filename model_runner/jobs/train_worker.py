@@ -38,9 +38,13 @@ from model_runner.jobs.publish import publish_to_hub
 from model_runner.settings import Settings
 from model_runner.store.jobs import HubPush, JobResult, JobStore
 from model_runner.tasks import get_task
+from model_runner.training.progress_bar import PlainLines, PlainProgress
 from model_runner.wiring import Components
 
 log = logging.getLogger("model_runner.train_worker")
+
+# a job's log gets a progress line on every stage change and at most this often between
+PROGRESS_LOG_S = 30.0
 
 
 def dump_settings(settings: Settings) -> str:
@@ -163,7 +167,8 @@ class Lease:
 
 
 class _Reporter:
-    """Progress to the job row, at most once a second unless the stage changes.
+    """Progress to the job row (stage, progress and where in the stage: ``detail``), at most once a
+    second unless the stage changes, and as plain lines to the job's log (``PROGRESS_LOG_S``).
 
     A failed write (database outage) is logged and skipped: progress is advisory.
     """
@@ -174,14 +179,17 @@ class _Reporter:
         self._checked = 0.0
         self._cancel = False
         self._pause = _pause_spec()
+        self._lines = PlainProgress(lambda line: log.info("job %s: %s", job_id, line), PROGRESS_LOG_S)
 
-    def progress(self, stage: str, value: float) -> None:
+    def progress(self, stage: str, value: float, detail: str | None = None) -> None:
+        value = min(max(value, 0.0), 1.0)
+        self._lines(stage, value, detail)
         now = time.monotonic()
         if stage != self._last[0] or now - self._last[1] >= 1.0:
             self._last = (stage, now)
             try:
                 if not self.store.update(
-                    self.job_id, token=self.lease.token, stage=stage, progress=min(max(value, 0.0), 1.0)
+                    self.job_id, token=self.lease.token, stage=stage, progress=value, detail=detail
                 ):
                     self.lease.lost = True
             except _DB_ERRORS as exc:
@@ -324,7 +332,13 @@ def _run_claimed(settings: Settings, components, store: JobStore, job, lease: Le
 
     def end(state: str, error: str | None, extra: dict | None = None) -> None:
         """The worker's last write, guarded by its token; says whether the alias moved."""
-        fields = {"state": state, "stage": state, "error": error, "finished_at": datetime.now(UTC)}
+        fields = {
+            "state": state,
+            "stage": state,
+            "detail": None,
+            "error": error,
+            "finished_at": datetime.now(UTC),
+        }
         if promoted.get("model_version"):
             fields["model_version"] = promoted["model_version"]
         try:
@@ -351,7 +365,11 @@ def _run_claimed(settings: Settings, components, store: JobStore, job, lease: Le
             store.merge_result(job_id, {"champion_before": champion_before}, token=token)
         except Exception as exc:  # informational: the service compares champions after the job
             log.warning("job %s: champion before training unknown (%s)", job_id, _brief(exc))
-        task = get_task(job.task, settings)
+        task = get_task(job.task, settings).with_data_options(
+            label_map=params.get("label_map"),
+            text_column=params.get("text_column"),
+            label_column=params.get("label_column"),
+        )
         extra = feedback_rows(components, task.name) if params.get("include_feedback", True) else []
         outcome = run_training(
             components,
@@ -411,7 +429,9 @@ def _finish(components, store, job_id, token, outcome, extra, publish_to_hub, re
     except Exception as exc:  # the link in the job view only
         log.warning("job %s: experiment id unknown (%s)", job_id, _brief(exc))
     _retrying(store.merge_result, job_id, result, token=token, what="result", **retry)
-    _retrying(store.update, job_id, token=token, stage="publish", progress=1.0, what="stage", **retry)
+    _retrying(
+        store.update, job_id, token=token, stage="publish", detail=None, progress=1.0, what="stage", **retry
+    )
     # a push failure is reported in the job but never undoes the promotion (the service retries it)
     pushed = (
         publish_to_hub(components, outcome)
@@ -426,6 +446,7 @@ def _finish(components, store, job_id, token, outcome, extra, publish_to_hub, re
         token=token,
         state="succeeded",
         stage="done",
+        detail=None,
         progress=1.0,
         metrics=outcome.summary(),
         model_version=outcome.model_version,
@@ -441,6 +462,8 @@ def _finish(components, store, job_id, token, outcome, extra, publish_to_hub, re
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if not sys.stderr.isatty():  # the job's log file: progress bars (embedding, CV) as plain lines
+        sys.stderr = PlainLines(sys.stderr, every_s=PROGRESS_LOG_S)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )

@@ -110,6 +110,11 @@ class ModelRegistry:
 
         Must be called inside ``mlflow.start_run()`` (the training parent run) in the same thread,
         with ``mlflow.set_tracking_uri`` set to this registry's URI.
+
+        The logged model carries its code and PyPI-only requirements (see :mod:`.pyfunc`), so any
+        MLflow user can load or serve the version. Logging it creates the LoggedModel, and MLflow
+        links the metrics the run already has at step 0 to it: the held-out evaluation that
+        ``RunTracker.log_evaluation`` logged before.
         """
         run = mlflow.active_run()
         if run is None:

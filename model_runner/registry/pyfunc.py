@@ -7,13 +7,21 @@ and is loaded with ``load_for_serving`` (safetensors only), the way the service 
 training chose it. The runtime is torch unless the loader asks for another through MLflow's
 ``model_config`` (``{"runtime": "onnxruntime"}``): ONNX Runtime is not among the pinned requirements.
 
-Loading the code model imports ``model_runner``, so the environment that loads it must have this
-project installed; the pinned requirements say so.
+The code travels with the model: the ``model_runner`` package is logged as the model's ``code_paths``
+(MLflow puts it on ``sys.path`` before running the entry script), and the requirements pin only real
+PyPI distributions (the ones the package imports on the way to ``load_for_serving``, at the versions
+of this environment, which ``make install`` takes from ``requirements/service.lock``). So a fresh
+environment with nothing but the model's ``requirements.txt`` installed loads it with
+``mlflow.pyfunc.load_model`` and serves it with ``mlflow models serve``; this project's own
+distribution, which is on no index, is never required. Where ``model_runner`` is already imported
+(the service, the tests), that copy keeps serving: MLflow only prepends the code folder to the path.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
@@ -27,6 +35,7 @@ from mlflow.pyfunc import PythonModel, PythonModelContext
 from mlflow.types import ColSpec, DataType, Schema
 from packaging.version import Version
 
+import model_runner
 from model_runner.modeling.classifier import CONFIG_FILE
 from model_runner.modeling.serving import TORCH, load_for_serving
 
@@ -36,9 +45,28 @@ LABEL_COLUMN = "label"
 SCORE_PREFIX = "score_"
 ENTRY_SCRIPT = Path(__file__).with_name("pyfunc_entry.py")
 
-# Explicit requirements: letting MLflow infer them loads the model in a subprocess (slow, and it
-# would miss the project package, which the code model imports).
-_PINNED = ("tweetpulse-model-runner", "torch", "transformers", "tokenizers", "safetensors", "numpy", "pandas")
+PACKAGE_DIR = Path(model_runner.__file__).parent
+
+# Explicit requirements: letting MLflow infer them loads the model in a subprocess (slow). What
+# importing model_runner.registry.pyfunc (and so the data and encoder packages) and loading a model
+# needs; all on PyPI. Not the project's own distribution: its code ships with the model.
+_PINNED = (
+    "mlflow",
+    "torch",
+    "transformers",
+    "tokenizers",
+    "safetensors",
+    "huggingface_hub",
+    "numpy",
+    "pandas",
+    "emoji",
+    "datasets",
+    "pydantic",
+    "pydantic-settings",
+    "tqdm",
+)
+# Never copied into the model: byte code is interpreter-specific, the rest is not code.
+_NOT_SHIPPED = ("__pycache__", "*.pyc", "*.pyo", "*.egg-info")
 
 
 class TweetPulsePyfunc(PythonModel):
@@ -103,16 +131,27 @@ def pip_requirements() -> list[str]:
 def log_pyfunc(
     model_dir: Path, *, name: str, input_example: Sequence[str], registered_model_name: str | None = None
 ) -> ModelInfo:
-    """Log ``model_dir`` as a pyfunc LoggedModel of the active run (fluent API: global tracking URI)."""
+    """Log ``model_dir`` as a pyfunc LoggedModel of the active run (fluent API: global tracking URI),
+    with the ``model_runner`` package as its code. Metrics the run logged before, at step 0 (the
+    held-out evaluation), are linked to the new LoggedModel by MLflow itself."""
     model_dir = Path(model_dir)
     if not (model_dir / CONFIG_FILE).is_file():
         raise FileNotFoundError(f"{model_dir} is not a saved TweetClassifier (no {CONFIG_FILE})")
-    return mlflow.pyfunc.log_model(
-        name=name,
-        python_model=ENTRY_SCRIPT,
-        artifacts={MODEL_ARTIFACT: str(model_dir)},
-        signature=signature_for(model_labels(model_dir)),
-        input_example=pd.DataFrame({TEXT_COLUMN: list(input_example)}),
-        pip_requirements=pip_requirements(),
-        registered_model_name=registered_model_name,
-    )
+    with tempfile.TemporaryDirectory(prefix="tp-pyfunc-code-") as tmp:
+        return mlflow.pyfunc.log_model(
+            name=name,
+            python_model=ENTRY_SCRIPT,
+            artifacts={MODEL_ARTIFACT: str(model_dir)},
+            code_paths=[str(stage_code(Path(tmp)))],
+            signature=signature_for(model_labels(model_dir)),
+            input_example=pd.DataFrame({TEXT_COLUMN: list(input_example)}),
+            pip_requirements=pip_requirements(),
+            registered_model_name=registered_model_name,
+        )
+
+
+def stage_code(into: Path) -> Path:
+    """A clean copy of the ``model_runner`` package under ``into`` (no byte code), for ``code_paths``."""
+    target = Path(into) / PACKAGE_DIR.name
+    shutil.copytree(PACKAGE_DIR, target, ignore=shutil.ignore_patterns(*_NOT_SHIPPED))
+    return target

@@ -14,9 +14,11 @@ from fastapi import Depends, FastAPI
 
 from model_runner import __version__
 from model_runner.service.auth import DocsGuard, authorize
+from model_runner.service.docs_assets import install_docs
 from model_runner.service.errors import install_error_handlers
 from model_runner.service.limits import BodySizeLimit
 from model_runner.service.metrics import MetricsMiddleware
+from model_runner.service.openapi_docs import install_openapi
 from model_runner.service.routes import health, inference, metrics, model, similar, train, tweets
 from model_runner.service.state import ServiceState
 from model_runner.settings import Settings, get_settings
@@ -41,7 +43,9 @@ and model in MLflow, and serves the champion of each task.
 * `POST /train` starts a training job (bearer token); `GET /train/{job_id}` follows it.
 * `POST /model/reload` (bearer token) swaps in the current champion after validating it.
 
-Errors are always `{"error": {"type", "message"}}`.
+Errors are always `{"error": {"type", "message"}}` (the `ErrorBody` schema); each operation lists the
+ones it can give. **Authorize** takes the admin token (`adminToken`), the read token (`readToken`), or both;
+each operation shows which one it needs.
 """
 
 
@@ -64,11 +68,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         # one rule for every route: public allow-list, read token for reads, admin token for writes
         dependencies=[Depends(authorize)],
+        # served by install_docs with packaged assets: FastAPI's default pages load them from CDNs
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.runner = state
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
+    install_docs(app)
+    install_openapi(app, settings)
     # outermost first: size limit before anything reads the body; metrics see every response
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(DocsGuard, state=state)

@@ -2,7 +2,9 @@
 
 Two tokens: the admin token (``api_token``) may do everything; the read token (``inference_token``)
 may call reads: every GET, and the two POSTs that only compute (``/inference``, ``/similar``). Public
-without a token: ``/health/*``, plus the docs and ``/metrics`` when settings say so. With no admin
+without a token: ``/health/*``, plus the docs (pages, ``/openapi.json`` and their assets) and
+``/metrics`` when settings say so. The OpenAPI document states the same rule per operation
+(``openapi_docs.py``): the ``adminToken`` or ``readToken`` bearer scheme, or none. With no admin
 token configured the service makes one at start-up and writes it to ``<home>/api-token`` (mode 0600),
 as TorchServe does with its key file: an unconfigured service is never an open one.
 """
@@ -26,15 +28,26 @@ log = logging.getLogger(__name__)
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="tweetpulse"'}
 
 PUBLIC_PATHS = frozenset({"/health/live", "/health/ready"})
-DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/redoc/logo-mini.svg", "/openapi.json"})
+# Swagger UI's and ReDoc's files and the favicon, served by the service itself (docs_assets.py)
+DOCS_ASSETS = "/docs/assets"
 METRICS_PATH = "/metrics"
 # POST routes that only compute an answer: the read token may call them.
 READ_POSTS = frozenset({"/inference", "/similar"})
 
+# Both tokens travel as ``Authorization: Bearer <token>``; the two schemes tell OpenAPI readers (and
+# Swagger UI's Authorize dialog) which token an operation takes. ``bearer_scheme`` reads the header.
+ADMIN_SCHEME, READ_SCHEME = "adminToken", "readToken"
 bearer_scheme = HTTPBearer(
     auto_error=False,
-    description="The admin token (TWEETPULSE_API_TOKEN) for everything; the read token"
-    " (TWEETPULSE_INFERENCE_TOKEN) for GET routes, /inference and /similar.",
+    scheme_name=ADMIN_SCHEME,
+    description="The admin token (TWEETPULSE_API_TOKEN): every route.",
+)
+read_scheme = HTTPBearer(
+    auto_error=False,
+    scheme_name=READ_SCHEME,
+    description="The read token (TWEETPULSE_INFERENCE_TOKEN): GET routes, /inference and /similar"
+    " (the admin token works there too).",
 )
 
 
@@ -78,10 +91,14 @@ def _generated_token(settings: Settings) -> str:
     return token
 
 
+def is_docs(path: str) -> bool:
+    return path in DOCS_PATHS or path == DOCS_ASSETS or path.startswith(DOCS_ASSETS + "/")
+
+
 def is_public(path: str, settings: Settings) -> bool:
     return (
         path in PUBLIC_PATHS
-        or (settings.public_docs and path in DOCS_PATHS)
+        or (settings.public_docs and is_docs(path))
         or (settings.public_metrics and path == METRICS_PATH)
     )
 
@@ -130,8 +147,8 @@ def require_admin(request: Request) -> None:
 
 
 class DocsGuard:
-    """ASGI middleware: the docs (not API routes, so no dependency reaches them) need a read token
-    unless ``public_docs``."""
+    """ASGI middleware: the docs and their assets (not API routes, so no dependency reaches them) need
+    a read token unless ``public_docs``."""
 
     def __init__(self, app, state):
         self.app = app
@@ -140,7 +157,7 @@ class DocsGuard:
     async def __call__(self, scope, receive, send):
         if (
             scope["type"] == "http"
-            and scope["path"] in DOCS_PATHS
+            and is_docs(scope["path"])
             and not is_public(scope["path"], self.state.settings)
         ):
             headers = dict(scope.get("headers") or [])

@@ -3,8 +3,8 @@
 Domain errors carry their own status (``model_runner.errors.TweetpulseError``); errors of libraries
 below the HTTP layer (the database driver, the file system) map through one table here.
 
-Every error response is ``{"error": {"type": ..., "message": ...}}``; a traceback never leaves the
-process. Messages are written for the caller and never contain secrets.
+Every error response is ``{"error": {"type": ..., "message": ...}}`` (``ErrorBody``); a traceback
+never leaves the process. Messages are written for the caller and never contain secrets.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from psycopg_pool import PoolTimeout
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from model_runner.errors import TweetpulseError
@@ -106,8 +107,30 @@ _STARLETTE_TYPES = {
 }
 
 
+class ErrorDetail(BaseModel):
+    """What went wrong: `type` for programs, `message` for people, and any more fields of the error
+    (e.g. `job_id` of a conflicting job, `results` of a refused reload)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = Field(description="Machine-readable kind: unauthorized, forbidden, invalid_request, ...")
+    message: str = Field(description="For the caller; never holds secrets.")
+
+
+class ErrorBody(BaseModel):
+    """The body of every error response."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"error": {"type": "unauthorized", "message": "this route needs a bearer token"}}]
+        },
+    )
+
+    error: ErrorDetail
+
+
 def error_body(type_: str, message: str, **extra) -> dict:
-    return {"error": {"type": type_, "message": message, **extra}}
+    return ErrorBody(error=ErrorDetail(type=type_, message=message, **extra)).model_dump(mode="json")
 
 
 def error_response(

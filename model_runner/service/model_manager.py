@@ -24,7 +24,7 @@ class ReloadOutcome(StrEnum):
 
     SWAPPED = "swapped"  # a new version serves
     SAME = "same"  # the champion already serves
-    NO_CHAMPION = "no_champion"  # the registry has no champion for the task yet
+    NO_CHAMPION = "no_champion"  # the registry (or the Hub repo) has no model for the task yet
     INVALID = "invalid"  # the candidate was refused (validation, gate, integrity): the old one serves
     FAILED = "failed"  # registry, download or deadline fault: the old one serves, a retry may help
 
@@ -75,8 +75,21 @@ async def in_own_thread(fn, *args, **kwargs):
 
 
 class ModelManager:
-    def __init__(self, settings: Settings, executor: Executor, *, on_swap=None, on_batch=None, threads=None):
+    def __init__(
+        self,
+        settings: Settings,
+        executor: Executor,
+        *,
+        on_swap=None,
+        on_batch=None,
+        threads=None,
+        loader=None,
+    ):
+        """``loader(settings, task, unless_serving=version) -> ServedModel``: where a reload takes the
+        task's model from (default: the registry champion, ``load_version``; in hub mode
+        ``HubSource.load``)."""
         self.settings = settings
+        self.loader = loader or load_version
         self.tasks = settings.task_list()
         self._served: dict[str, ServedModel] = {}
         self.last_error: dict[str, str] = {}
@@ -117,8 +130,10 @@ class ModelManager:
     async def load_all(self) -> list[ReloadResult]:
         return [await self.reload(task) for task in self.tasks]
 
-    async def reload(self, task: str, *, loader=load_version) -> ReloadResult:
+    async def reload(self, task: str, *, loader=None) -> ReloadResult:
         """Load the task's champion beside the served model and swap only if it validates.
+
+        ``loader``: this reload's source instead of the manager's (``self.loader``).
 
         Reloads are serialised: two callers never load at once, and the second sees the first's result.
         A load gets ``reload_timeout_s``: past it the reload fails and frees the lock, and the
@@ -126,6 +141,7 @@ class ModelManager:
         """
         if task not in self.batchers:
             raise KeyError(task)
+        loader = loader or self.loader
         async with self._lock:
             previous = self._served.get(task)
             prev_version = previous.version if previous else None

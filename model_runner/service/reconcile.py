@@ -9,6 +9,11 @@ when the champion is already served), records in the job's result what is really
 version carries no ``hub.commit_id`` tag for the configured repo): ``hub_retry`` in the result, next
 to the worker's own attempt in ``hub``. At start-up the same push check
 runs for every served task, and jobs that ended while no service was reconciling them are recorded.
+
+With ``model_source=hub`` the service serves the Hub, not the registry: the start-up does not read
+the registry at all (a Space has no MLflow); after a job the missing push is still retried (so the
+Hub gets the champion), then the task is reloaded from the Hub, and ``served_version`` is what the
+Hub commit serves.
 """
 
 from __future__ import annotations
@@ -78,9 +83,15 @@ def _promoted(result: JobResult, champion_version: str | None, job_version: str 
     return recorded and result.champion_before != champion_version
 
 
-async def after_job(state, job: Job) -> JobResult:
+def _hub_mode(state) -> bool:
+    return getattr(state.settings, "model_source", "registry") == "hub"
+
+
+async def after_job(state, job: Job, *, at_startup: bool = False) -> JobResult:
     """Reload the job's task if its champion is not served, retry a missing Hub push; what the job's
     result records about it."""
+    if _hub_mode(state):
+        return await _after_job_hub(state, job, registry=not at_startup)
     settings = state.settings
     task = job.task
     result = job.result
@@ -119,6 +130,40 @@ async def after_job(state, job: Job) -> JobResult:
     return info
 
 
+async def _after_job_hub(state, job: Job, *, registry: bool = True) -> JobResult:
+    """Hub mode: the champion (if the registry answers) is pushed when the Hub misses it, then the task
+    follows the Hub (its repo's revision), not the registry. ``registry=False`` (start-up): the
+    registry is not read at all."""
+    task = job.task
+    result = job.result
+    champion = None
+    try:
+        if registry:
+            champion = await run_in_threadpool(champion_of, state.components, task)
+    except Exception as exc:
+        log.warning("champion of %s unknown after job %s (%s)", task, job.id, type(exc).__name__)
+    champion_version = str(champion.version) if champion else None
+    promoted = _promoted(result, champion_version, job.model_version)
+    info = JobResult(champion_version=champion_version, promoted=promoted)
+    if promoted and champion_version and not result.model_version:
+        info.model_version = str(job.model_version or champion_version)
+    if champion is not None and push_pending(state.settings, task, champion):
+        log.warning("%s champion version %s is not on the Hub yet: pushing it", task, champion_version)
+        try:
+            hub = await run_in_threadpool(push_champion, state.components, task, champion)
+        except Exception as exc:
+            hub = {"pushed": False, "error": f"{type(exc).__name__}"}
+        info.hub_retry = HubPush(**{**hub, "version": champion_version})
+    if task in state.models.tasks:
+        info.reload = ReloadRecord(**(await state.reload(task)).to_dict())
+    else:
+        info.reload = ReloadRecord(task=task, message=f"task {task} is not served here")
+    served = state.models.get(task)
+    info.served_version = str(served.version) if served else None
+    info.reconciled_at = datetime.now(UTC)
+    return info
+
+
 async def at_startup(state) -> None:
     """Once the start-up loaded the champions: push champions the Hub misses, and record the latest
     job if it ended while no service reconciled it."""
@@ -127,7 +172,8 @@ async def at_startup(state) -> None:
         if event is not None:
             await event.wait()
     settings = state.settings
-    for task in state.models.tasks:
+    # hub mode: the Hub is the source; the registry (MLflow) is not read at start-up
+    for task in [] if _hub_mode(state) else state.models.tasks:
         try:
             champion = await run_in_threadpool(champion_of, state.components, task)
             if champion is not None and push_pending(settings, task, champion):
@@ -148,7 +194,7 @@ async def at_startup(state) -> None:
         if job.state in ("queued", "running") or job.result.reconciled_at is not None:
             continue
         try:
-            info = await after_job(state, job)
+            info = await after_job(state, job, at_startup=True)
             await run_in_threadpool(store.merge_result, job.id, info)
         except Exception as exc:
             log.warning("start-up reconciliation of job %s skipped (%s)", job.id, type(exc).__name__)

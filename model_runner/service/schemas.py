@@ -14,7 +14,11 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 
 from model_runner.tweets.alerts import KEY_PATTERN
 
-TaskName = Literal["sentiment", "emotion"]
+# Tasks are declared in the tasks file, not in code: the shape is checked here, and each route checks
+# that the name is declared (model_runner.tasks.get_task: 422 unknown_task).
+TaskName = Annotated[
+    str, Field(pattern=r"^[a-z][a-z0-9_]{0,39}$", description="A declared task (`GET /tasks` lists them).")
+]
 
 # Dates a caller may name: from X's first day to well past any tweet we will see. Outside, 422, so
 # that date arithmetic (a window of days before a year-1 date) never overflows into a 500.

@@ -1,4 +1,4 @@
-"""A model as the service serves it: loaded from the registry, checked, described.
+"""A model as the service serves it: loaded from the registry (or a Hub commit), checked, described.
 
 Loading happens off the event loop; a model reaches ``/inference`` only after the registry checks and
 ``validate`` passed, so an ungated champion, a broken download, an altered file (even with a regenerated
@@ -42,6 +42,8 @@ class ServedModel:
     run_id: str | None
     source: str
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    # served from the Hub: {"repo_id", "revision" (as configured), "commit" (the sha)}; None: registry
+    hub: dict | None = None
 
     @property
     def labels(self) -> list[str]:
@@ -65,6 +67,7 @@ class ServedModel:
             "base_model": self.model.meta.get("base_model"),
             "mlflow_run_id": self.run_id,
             "source": self.source,
+            "hub": self.hub,
             "max_length": self.model.max_length,
             "loaded_at": self.loaded_at.isoformat(),
         }
@@ -135,6 +138,8 @@ def load_folder(
     version: str,
     run_id: str | None = None,
     runtime: str = "torch",
+    source: str | None = None,
+    hub: dict | None = None,
 ) -> ServedModel:
     """Verify, load as served (``load_for_serving`` picks int8 / ONNX Runtime / torch), validate.
 
@@ -163,5 +168,6 @@ def load_folder(
         quantized=choice.quantized,
         metrics=model.meta.get("metrics", {}),
         run_id=run_id,
-        source=f"models:/{name}/{version}",
+        source=source or f"models:/{name}/{version}",
+        hub=hub,
     )

@@ -9,9 +9,11 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 from fastapi.concurrency import run_in_threadpool
+from prometheus_client import Gauge
 
 from model_runner.service import reconcile
 from model_runner.service.auth import Tokens
+from model_runner.service.hub_source import HubSource
 from model_runner.service.metrics import ServiceMetrics
 from model_runner.service.model_manager import ModelManager, ReloadOutcome
 from model_runner.service.supervisor import TrainingSupervisor
@@ -38,6 +40,18 @@ class ServiceState:
             on_batch=self.metrics.observe_batch,
             threads=self.serving_threads,
         )
+        # model_source=hub: every task serves its Hub repo's revision; no MLflow at start-up or serving
+        self.hub: HubSource | None = None
+        if settings.model_source == "hub":
+            self.hub = HubSource(settings, self.models)
+            self.models.loader = self.hub.load
+            self.hub_last_check = Gauge(
+                "tweetpulse_hub_last_check_timestamp_seconds",
+                "When the Hub last answered a check of the task's revision (Unix time)",
+                ["task"],
+                registry=self.metrics.registry,
+            )
+            self.hub.on_check = lambda task, when: self.hub_last_check.labels(task).set(when.timestamp())
         self.started_at = datetime.now(UTC)
         self.startup_done = asyncio.Event()  # the database is migrated and jobs recovered
         self.models_started = asyncio.Event()  # every task's first load ended (loaded or no champion)
@@ -60,7 +74,11 @@ class ServiceState:
         # independent: the champion loads from the registry while Postgres is still down
         self._background.append(asyncio.create_task(self._startup(), name="startup-database"))
         self._background.append(asyncio.create_task(self._load_models(), name="startup-models"))
-        if self.settings.reload_poll_s:
+        if self.hub is not None:
+            if self.settings.hub_poll_s:
+                poll = self.hub.poll(self.reload, started=self.models_started)
+                self._background.append(asyncio.create_task(poll, name="hub-poll"))
+        elif self.settings.reload_poll_s:
             self._background.append(asyncio.create_task(self._poll_registry(), name="registry-poll"))
 
     async def _retrying(self, what: str, step) -> None:
@@ -88,7 +106,8 @@ class ServiceState:
         self.startup_done.set()
 
     async def _load_models(self) -> None:
-        """Each task's champion, retried while the registry cannot be read (no champion is no error)."""
+        """Each task's champion (hub mode: its Hub commit), retried while the registry (the Hub) cannot
+        be read (no champion, or no Hub repo yet, is no error: the polls pick it up)."""
         pending = list(self.models.tasks)
         delay = 0.5
         while pending:

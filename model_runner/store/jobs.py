@@ -28,6 +28,7 @@ FINAL = ("succeeded", "failed", "cancelled")
 _COLUMNS = {
     "state",
     "stage",
+    "detail",
     "progress",
     "metrics",
     "model_version",
@@ -145,6 +146,7 @@ class Job:
     lease_token: str | None = None
     heartbeat_at: datetime | None = None
     lease_expires_at: datetime | None = None
+    detail: str | None = None  # where in its stage the job is, e.g. "epoch 2/3, batch 120/400, loss 0.412"
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Job:

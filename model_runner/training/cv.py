@@ -8,9 +8,11 @@ never reaches this module at all.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import queue as queue_mod
+import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, ProcessPoolExecutor, ThreadPoolExecutor, wait
@@ -22,8 +24,10 @@ import torch
 from tqdm.auto import tqdm
 
 from model_runner.evaluation import compute_metrics
+from model_runner.training.clock import FitStep
 from model_runner.training.fitting import fit_candidate, predict_candidate
 from model_runner.training.folds import CVData, FoldJob, fold_jobs, stratified_folds
+from model_runner.training.progress_bar import PlainLines
 from model_runner.training.search_space import Candidate
 
 __all__ = ["CVData", "CandidateResult", "FoldResult", "run_cv", "stratified_folds"]
@@ -59,21 +63,32 @@ _DATA: CVData | None = None
 _EVENTS = None
 
 
-def _init_worker(data: CVData, events, threads: int) -> None:
+def _init_worker(data: CVData, events, threads: int, spawned: bool = False) -> None:
     global _DATA, _EVENTS
     _DATA, _EVENTS = data, events
     torch.set_num_threads(threads)
+    if spawned and not sys.stderr.isatty():
+        # a fold process writes to the driver's stderr file (a job's log) directly: its progress
+        # bars (model loading) as plain lines too
+        sys.stderr = PlainLines(sys.stderr)
+
+
+# a running fold tells the driver how far it is at most this often (and at every epoch's end)
+EVENT_EVERY_S = 2.0
 
 
 def _run_fold(job: FoldJob) -> FoldResult:
     assert _DATA is not None
     started = time.perf_counter()
+    last = [float("-inf")]
 
-    def on_epoch(epoch: int, epochs: int) -> None:
-        if _EVENTS is not None:
-            _EVENTS.put((job.candidate.name, job.fold, epoch, epochs))
+    def on_step(step: FitStep) -> None:
+        now = time.perf_counter()
+        if _EVENTS is not None and (step.epoch_done or now - last[0] >= EVENT_EVERY_S):
+            last[0] = now
+            _EVENTS.put((job.candidate, job.fold, step.fraction, step.describe()))
 
-    fitted = fit_candidate(job.candidate, _DATA, job.train_idx, in_cv=True, on_epoch=on_epoch)
+    fitted = fit_candidate(job.candidate, _DATA, job.train_idx, in_cv=True, on_step=on_step)
     proba = predict_candidate(fitted, job.candidate, _DATA, job.val_idx)
     metrics = compute_metrics(_DATA.y[job.val_idx], proba, _DATA.labels)
     scores = {k: float(metrics[k]) for k in ("macro_recall", "macro_f1", "accuracy")}
@@ -90,7 +105,10 @@ def _executor(workers: int, data: CVData, events) -> Executor | None:
         return ThreadPoolExecutor(workers)
     threads = max(1, (os.cpu_count() or 1) // workers)
     return ProcessPoolExecutor(
-        workers, mp_context=get_context("spawn"), initializer=_init_worker, initargs=(data, events, threads)
+        workers,
+        mp_context=get_context("spawn"),
+        initializer=_init_worker,
+        initargs=(data, events, threads, True),
     )
 
 
@@ -101,25 +119,42 @@ def run_cv(
     folds: int,
     workers: int = 1,
     should_stop: Callable[[], bool] | None = None,
-    on_progress: Callable[[float], None] | None = None,
+    on_progress: Callable[..., None] | None = None,
 ) -> list[CandidateResult]:
-    """Every candidate's score on every fold of the training rows (``fold_jobs``), in candidate order."""
+    """Every candidate's score on every fold of the training rows (``fold_jobs``), in candidate order.
+
+    ``on_progress(fraction)`` or ``on_progress(fraction, detail)`` hears each finished fold and, every
+    few seconds, how far the running folds are (epochs and batches of the encoder adapters)."""
     jobs = fold_jobs(candidates, data, folds)
     done_folds: dict[Candidate, list[FoldResult]] = {c: [] for c in candidates}
     bar = tqdm(total=len(jobs), desc="cross-validation", unit="fold")
+    running: dict[tuple[Candidate, int], float] = {}  # (candidate, fold) -> share of it done
+    report = _progress_reporter(on_progress)
+    fold_counts = {c: sum(1 for j in jobs if j.candidate == c) for c in candidates}
 
     def results() -> list[CandidateResult]:
         return [CandidateResult(c, tuple(fs)) for c, fs in done_folds.items()]
 
+    def where(detail: str) -> None:
+        report(
+            min((bar.n + sum(running.values())) / len(jobs), 1.0), f"{bar.n}/{len(jobs)} folds done; {detail}"
+        )
+
     def record(res: FoldResult) -> None:
         done_folds[res.candidate].append(res)
+        running.pop((res.candidate, res.fold), None)
         bar.update(1)
         bar.set_postfix_str(f"{res.candidate.name} fold {res.fold + 1}: {res.metrics['macro_recall']:.3f}")
-        if on_progress:
-            on_progress(bar.n / len(jobs))
+        name = f"{res.candidate.adapter} fold {res.fold + 1}/{fold_counts[res.candidate]}"
+        where(f"{name}: macro recall {res.metrics['macro_recall']:.3f}")
+
+    def event(candidate: Candidate, fold: int, fraction: float, text: str) -> None:
+        running[(candidate, fold)] = max(running.get((candidate, fold), 0.0), min(fraction, 1.0))
+        bar.set_postfix_str(f"{candidate.adapter} fold {fold + 1}: {text}")
+        where(f"{candidate.adapter} fold {fold + 1}/{fold_counts[candidate]}: {text}")
 
     manager = get_context("spawn").Manager() if workers > 1 and data.device != "cuda" else None
-    events = manager.Queue() if manager else queue_mod.Queue()
+    events = manager.Queue() if manager else (queue_mod.Queue() if workers > 1 else _Direct(event))
     pool = _executor(workers, data, events)
     try:
         if pool is None:
@@ -131,7 +166,7 @@ def run_cv(
         pending = {pool.submit(_run_fold, job) for job in jobs}
         while pending:
             done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
-            _drain(events, bar)
+            _drain(events, event)
             for fut in done:
                 record(fut.result())
             if should_stop and should_stop():
@@ -147,11 +182,28 @@ def run_cv(
             manager.shutdown()
 
 
-def _drain(events, bar: tqdm) -> None:
+class _Direct:
+    """In-process folds: their events reach the driver at once, as a queue's ``put``."""
+
+    def __init__(self, handle: Callable[..., None]):
+        self.put = lambda item: handle(*item)
+
+
+def _progress_reporter(on_progress: Callable[..., None] | None) -> Callable[[float, str], None]:
+    """``on_progress`` as a ``(fraction, detail)`` callback, whichever of the two shapes it takes."""
+    if on_progress is None:
+        return lambda fraction, detail: None
+    try:
+        inspect.signature(on_progress).bind(0.0, "")
+    except (TypeError, ValueError):
+        return lambda fraction, detail: on_progress(fraction)
+    return on_progress
+
+
+def _drain(events, handle: Callable[..., None]) -> None:
     try:
         while True:
-            name, fold, epoch, epochs = events.get_nowait()
-            bar.set_postfix_str(f"{name} fold {fold + 1} epoch {epoch}/{epochs}")
+            handle(*events.get_nowait())
     except queue_mod.Empty:
         pass
     except (EOFError, OSError):  # manager gone during shutdown

@@ -1,4 +1,9 @@
-"""Fitting the head-only adapters on cached embeddings (no encoder forward passes)."""
+"""Fitting the head-only adapters on cached embeddings (no encoder forward passes).
+
+``linear`` is scikit-learn's lbfgs logistic regression: one convex solve, no epochs, so it has no
+per-epoch progress and no loss curve. ``mlp`` trains in epochs of mini-batches and reports each batch
+(``on_step``) and, at each epoch's end, the loss and macro recall on validation rows if given.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +12,11 @@ from collections.abc import Callable
 import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import recall_score
 from torch import nn
 
 from model_runner.modeling.heads import build_head
+from model_runner.training.clock import FitCallback, FitStep
 
 EpochCallback = Callable[[int, int], None]  # (epoch, epochs)
 
@@ -18,6 +25,21 @@ def class_weights(y: np.ndarray, n_classes: int) -> np.ndarray:
     """'Balanced' weights n / (k * count): every class contributes equally to the loss."""
     counts = np.bincount(y, minlength=n_classes).astype(np.float64)
     return len(y) / (n_classes * np.maximum(counts, 1))
+
+
+def val_scores(proba: np.ndarray, y: np.ndarray, weights: np.ndarray) -> tuple[float, float]:
+    """(class-weighted cross-entropy, macro recall) of ``proba`` on labels ``y``.
+
+    The loss weighs classes as the training loss does (``weights``), so the curves are comparable;
+    macro recall averages over every class, as the evaluation report does.
+    """
+    p = np.clip(proba[np.arange(len(y)), y], 1e-12, 1.0)
+    w = weights[y]
+    loss = float(-(w * np.log(p)).sum() / w.sum())
+    recall = recall_score(
+        y, proba.argmax(axis=1), labels=list(range(proba.shape[1])), average="macro", zero_division=0
+    )
+    return loss, float(recall)
 
 
 @torch.no_grad()
@@ -33,7 +55,9 @@ def _standardiser(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def fit_linear(x: np.ndarray, y: np.ndarray, n_classes: int, *, C: float, seed: int = 0, **_) -> nn.Module:
-    """Class-weighted multinomial logistic regression (scikit-learn's lbfgs), as a torch head."""
+    """Class-weighted multinomial logistic regression (scikit-learn's lbfgs), as a torch head.
+
+    One solve, no epochs: ``on_epoch``, ``on_step`` and validation rows are accepted and ignored."""
     mean, std = _standardiser(x)
     clf = LogisticRegression(C=C, class_weight="balanced", max_iter=3000, random_state=seed)
     clf.fit((x - mean) / std, y)
@@ -62,25 +86,44 @@ def fit_mlp(
     seed: int = 0,
     batch_size: int = 128,
     on_epoch: EpochCallback | None = None,
+    on_step: FitCallback | None = None,
+    val: tuple[np.ndarray, np.ndarray] | None = None,
     **_,
 ) -> nn.Module:
+    """A class-weighted MLP head in epochs of shuffled mini-batches; ``on_step`` after every batch,
+    with the loss and macro recall on ``val`` (embeddings, labels) at each epoch's end."""
     torch.manual_seed(seed)
     mean, std = _standardiser(x)
     xs = torch.as_tensor((x - mean) / std, dtype=torch.float32)
     ys = torch.as_tensor(y, dtype=torch.long)
     head = build_head("mlp", x.shape[1], n_classes, hidden=hidden, dropout=dropout)
-    loss_fn = nn.CrossEntropyLoss(weight=torch.as_tensor(class_weights(y, n_classes), dtype=torch.float32))
+    weights = class_weights(y, n_classes)
+    loss_fn = nn.CrossEntropyLoss(weight=torch.as_tensor(weights, dtype=torch.float32))
     opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
-    steps = epochs * ((len(xs) + batch_size - 1) // batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+    batches = (len(xs) + batch_size - 1) // batch_size
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * batches, pct_start=0.1)
     gen = torch.Generator().manual_seed(seed)
-    head.train()
+    xv = torch.as_tensor((val[0] - mean) / std, dtype=torch.float32) if val is not None else None
     for epoch in range(epochs):
-        for idx in torch.randperm(len(xs), generator=gen).split(batch_size):
+        head.train()
+        total = 0.0
+        for b, idx in enumerate(torch.randperm(len(xs), generator=gen).split(batch_size), start=1):
             opt.zero_grad()
-            loss_fn(head(xs[idx]), ys[idx]).backward()
+            loss = loss_fn(head(xs[idx]), ys[idx])
+            loss.backward()
             opt.step()
             sched.step()
+            total += float(loss.detach())
+            if on_step and b < batches:
+                on_step(FitStep(epoch + 1, epochs, b, batches, total / b))
+        if on_step:
+            scores = (None, None)
+            if val is not None:
+                head.eval()
+                with torch.inference_mode():
+                    proba = torch.softmax(head(xv), dim=-1).numpy()
+                scores = val_scores(proba, np.asarray(val[1]), weights)
+            on_step(FitStep(epoch + 1, epochs, batches, batches, total / batches, *scores))
         if on_epoch:
             on_epoch(epoch + 1, epochs)
     head.eval()

@@ -19,7 +19,8 @@ from torch import nn
 from model_runner.encoder import pick_device
 from model_runner.modeling.classifier import TweetClassifier
 from model_runner.modeling.heads import build_head
-from model_runner.training.fit_heads import class_weights
+from model_runner.training.clock import FitCallback, FitStep
+from model_runner.training.fit_heads import class_weights, val_scores
 
 EpochCallback = Callable[[int, int], None]
 
@@ -108,11 +109,16 @@ def _fit_encoder(
     device: str = "auto",
     init_head: nn.Module | None = None,
     on_epoch: EpochCallback | None = None,
+    on_step: FitCallback | None = None,
+    val: tuple[Sequence[str], np.ndarray] | None = None,
     should_stop: Callable[[], bool] | None = None,
     wrap: Callable[[nn.Module], nn.Module] | None = None,
     **_,
 ) -> TweetClassifier:
-    """The base encoder (``wrap``-ped, e.g. with LoRA) plus ``init_head``, trained end to end; eval mode."""
+    """The base encoder (``wrap``-ped, e.g. with LoRA) plus ``init_head``, trained end to end; eval mode.
+
+    ``on_step`` hears every batch; at each epoch's end it also gets the loss and macro recall on
+    ``val`` (texts, labels) when given: one inference pass over those texts per epoch."""
     torch.manual_seed(seed)
     encoder, tokenizer = _load_base(base_path)
     if wrap is not None:
@@ -129,6 +135,8 @@ def _fit_encoder(
         seed=seed,
         device=device,
         on_epoch=on_epoch,
+        on_step=on_step,
+        val=val,
         should_stop=should_stop,
     )
     return model.eval().requires_grad_(False)
@@ -160,11 +168,14 @@ def _train_end_to_end(
     device: str,
     on_epoch: EpochCallback | None,
     should_stop: Callable[[], bool] | None,
+    on_step: FitCallback | None = None,
+    val: tuple[Sequence[str], np.ndarray] | None = None,
 ) -> None:
     """Class-weighted cross-entropy, AdamW, one-cycle schedule, length-bucketed batches, bf16 on CUDA."""
     dev = pick_device(device)
     model.to(dev)
-    weights = torch.as_tensor(class_weights(y, len(model.labels)), dtype=torch.float32, device=dev)
+    class_w = class_weights(y, len(model.labels))
+    weights = torch.as_tensor(class_w, dtype=torch.float32, device=dev)
     trainable = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=lr, weight_decay=weight_decay)
     rng = np.random.default_rng(seed)
@@ -178,7 +189,9 @@ def _train_end_to_end(
     use_bf16 = dev.type == "cuda"
     for epoch in range(epochs):
         model.train()
-        for idx in length_bucketed_batches(lengths, batch_size, rng):
+        order = length_bucketed_batches(lengths, batch_size, rng)
+        total = 0.0
+        for b, idx in enumerate(order, start=1):
             if should_stop and should_stop():
                 raise InterruptedError("training cancelled")
             batch = {k: v.to(dev) for k, v in model.tokenize([texts[i] for i in idx]).items()}
@@ -189,5 +202,15 @@ def _train_end_to_end(
             loss.backward()
             opt.step()
             sched.step()
+            total += float(loss.detach())
+            if on_step and b < len(order):
+                on_step(FitStep(epoch + 1, epochs, b, len(order), total / b))
+        if on_step:
+            scores = (None, None)
+            if val is not None:
+                model.eval()
+                proba = model.predict_proba(val[0], clean=False)
+                scores = val_scores(proba, np.asarray(val[1]), class_w)
+            on_step(FitStep(epoch + 1, epochs, len(order), len(order), total / len(order), *scores))
         if on_epoch:
             on_epoch(epoch + 1, epochs)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from torch import nn
 
 from model_runner.modeling.classifier import TweetClassifier
+from model_runner.training.clock import FitCallback
 from model_runner.training.fit_heads import HEAD_FITTERS, fit_linear, predict_head
 from model_runner.training.fit_lora import fit_finetune, fit_lora
 from model_runner.training.folds import CVData
@@ -62,6 +64,29 @@ def resolve_hp(candidate: Candidate, n_rows: int, *, in_cv: bool = False) -> dic
     return hp
 
 
+@dataclass(frozen=True, eq=False)
+class ValRows:
+    """Rows a fit scores at each epoch's end (loss and macro recall curves): monitoring only, nothing
+    is chosen by them. Head-only candidates see them as embeddings under the frozen base encoder."""
+
+    texts: Sequence[str]
+    y: np.ndarray
+
+
+def _val_inputs(candidate: Candidate, data: CVData, val: ValRows | None):
+    """``val`` as the fitter takes it: texts for encoder adapters, base-encoder embeddings for heads;
+    None for the linear head, which has no epochs."""
+    if val is None or not len(val.y) or candidate.adapter not in {"mlp", "lora", "finetune"}:
+        return None
+    if not candidate.uses_cache:
+        return list(val.texts), np.asarray(val.y)
+    # pooled exactly as the embedding cache pools data.x (see training.warmup.embed_with)
+    from model_runner.encoder import FrozenEncoder
+
+    encoder = FrozenEncoder(data.base_path, device=data.device, max_length=data.max_length)
+    return encoder.encode(list(val.texts)), np.asarray(val.y)
+
+
 def fit_candidate(
     candidate: Candidate,
     data: CVData,
@@ -69,15 +94,31 @@ def fit_candidate(
     *,
     in_cv: bool = False,
     on_epoch: Callable[[int, int], None] | None = None,
+    on_step: FitCallback | None = None,
+    val: ValRows | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> nn.Module | TweetClassifier:
     """Fit on rows ``idx``; ``in_cv`` applies the candidate's CV budget (``cv_epochs``), otherwise its
-    fit target (``fit_pass_target``) sets the epochs."""
+    fit target (``fit_pass_target``) sets the epochs.
+
+    ``on_step`` hears every batch of an epoch-based fit (mlp, lora, finetune), its epoch's last report
+    with the loss and macro recall on ``val`` when given; the linear head is one solve and reports
+    nothing."""
     n_classes = len(data.labels)
     hp = resolve_hp(candidate, len(idx), in_cv=in_cv)
+    val_in = _val_inputs(candidate, data, val) if on_step else None
     if candidate.uses_cache:
         fitter = HEAD_FITTERS[candidate.adapter]
-        return fitter(data.x[idx], data.y[idx], n_classes, seed=data.seed, on_epoch=on_epoch, **hp)
+        return fitter(
+            data.x[idx],
+            data.y[idx],
+            n_classes,
+            seed=data.seed,
+            on_epoch=on_epoch,
+            on_step=on_step,
+            val=val_in,
+            **hp,
+        )
     x_init = data.x if data.x_init is None else data.x_init
     init = fit_linear(x_init[idx], data.y[idx], n_classes, C=LORA_INIT_C, seed=data.seed)
     fitter = fit_lora if candidate.adapter == "lora" else fit_finetune
@@ -91,6 +132,8 @@ def fit_candidate(
         device=data.device,
         init_head=init,
         on_epoch=on_epoch,
+        on_step=on_step,
+        val=val_in,
         should_stop=should_stop,
         **hp,
     )

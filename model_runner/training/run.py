@@ -29,9 +29,10 @@ from model_runner.settings import Settings
 from model_runner.tasks import Task
 from model_runner.training.clock import ProgressFn, TrainingClock
 from model_runner.training.cv import CandidateResult, run_cv
-from model_runner.training.fitting import build_classifier, fit_candidate, resolve_hp
+from model_runner.training.fitting import ValRows, build_classifier, fit_candidate, resolve_hp
 from model_runner.training.folds import CVData, Split
 from model_runner.training.gate import judge, metric_fn
+from model_runner.training.history import CURVE_ROWS, EpochHistory, curve_sample, fan_out, texts_at
 from model_runner.training.plan import Plan
 from model_runner.training.search_space import Candidate
 from model_runner.training.tracking import RunTracker
@@ -173,7 +174,7 @@ def load_split(
     """The task's data, cleaned and split into training rows and held-out evaluation rows."""
     prepared = prepare_dataset(
         source,
-        label_names=task.int_labels,
+        **task.read_options(),
         eval_fraction=settings.eval_fraction,
         sample_fraction=sample_fraction,
         seed=settings.seed,
@@ -204,18 +205,21 @@ def warm_up(
     tags the MLflow run ``warmup.skipped`` with the reason.
     """
     folder = Path(scratch.enter_context(tempfile.TemporaryDirectory(prefix="tp-warmup-")))
+    history = EpochHistory(tracker.run_id, "warmup")
     try:
         warm = warm_up_encoder(
             components,
             task,
             folder / "encoder",
             should_stop=clock.stop_requested,
-            on_epoch=lambda epoch, epochs: clock.progress(0.9 * epoch / epochs),
+            # data, embeddings and the initial head take the first few percent; the epochs the rest
+            on_step=fan_out(clock.fit_progress(0.05, 0.9), history),
         )
     except DataError as exc:
         log.warning("warm-up on %s skipped, training from the base encoder: %s", task.warmup, exc)
         tracker.warmup_skipped(str(exc))
         return data, None
+    clock.progress(0.9, "embedding the training rows with the warmed encoder")
     warmed = data.starting_from(str(warm.path), embed_with(warm, data.texts, components))
     tracker.log_warmup(warm)
     log.info("warm-up on %s done in %.0f s", warm.task, warm.seconds)
@@ -262,10 +266,29 @@ def fit_final(
     tracker: RunTracker,
     clock: TrainingClock,
 ) -> FinalFit:
-    """``candidate`` fitted on the whole training split."""
+    """``candidate`` fitted on the whole training split.
+
+    An epoch-based fit (mlp, lora, finetune) reports every batch to the clock (progress and an
+    "epoch e/E, batch b/B" detail) and logs its loss curves (history.py): at each epoch's end, on a
+    sample of the held-out rows, for watching only; the linear head is one solve, without either.
+    """
     hp = resolve_hp(candidate, len(data.y))
     tracker.log_fit(hp)
-    fitted = fit_candidate(candidate, data, np.arange(len(data.y)), should_stop=clock.stop_requested)
+    epochs = f", {hp['epochs']} epochs" if "epochs" in hp else ""
+    clock.progress(0.0, f"fitting {candidate.name} on {len(data.y)} rows{epochs}")
+    history = EpochHistory(tracker.run_id, "fit")
+    pick = curve_sample(split.y_eval, CURVE_ROWS, data.seed)
+    if candidate.adapter != "linear" and len(pick):
+        history.describe(len(pick), "held-out evaluation split (monitoring only)")
+    fitted = fit_candidate(
+        candidate,
+        data,
+        np.arange(len(data.y)),
+        should_stop=clock.stop_requested,
+        on_step=fan_out(clock.fit_progress(0.02, 0.95), history),
+        val=ValRows(texts_at(split.eval_texts, pick), split.y_eval[pick]) if len(pick) else None,
+    )
+    clock.progress(0.95, "building the deployable model")
     meta = {
         "task": plan.task.name,
         "adapter": candidate.adapter,

@@ -1,18 +1,36 @@
 """MLflow bookkeeping of a training run: the parent run, one nested run per candidate, artifacts.
 
 ``RunTracker`` makes every MLflow call of a training run; the stages hand it their results.
+
+The run's inputs are its two splits, logged as MLflow datasets (``mlflow.log_input``, contexts
+``training`` and ``evaluation``): name, digest, source, schema and row count, with the label counts
+as input tags; the tweets themselves stay where the data came from.
+
+The held-out metrics are logged on the run at step 0 before the model is: MLflow's ``log_model``
+(called by ``ModelRegistry.log_and_register``) links every step-0 metric the run has when the model
+is logged to the new LoggedModel, so the registered model carries its evaluation metrics.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
+import warnings
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import mlflow
+import mlflow.data
+import pandas as pd
+from mlflow.data.dataset_source import DatasetSource
+from mlflow.data.dataset_source_registry import resolve_dataset_source
+from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
+from mlflow.data.pandas_dataset import PandasDataset
+from mlflow.exceptions import MlflowException
 
 from model_runner import __version__
 from model_runner.settings import Settings
@@ -26,6 +44,10 @@ if TYPE_CHECKING:
     from model_runner.training.plan import Plan
     from model_runner.training.warmup import Warmup
     from model_runner.wiring import Components
+
+TRAINING = "training"
+EVALUATION = "evaluation"
+_HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+(:[\w.-]+)?$")
 
 
 def code_version() -> str:
@@ -113,6 +135,8 @@ class RunTracker:
             )
         )
         log_json(summary.to_dict(), "data_summary.json")
+        for context, dataset in split_datasets(plan.task.name, split).items():
+            mlflow.log_input(dataset, context=context, tags=dataset_tags(dataset, summary.dataset_hash))
 
     def log_warmup(self, warm: Warmup) -> None:
         mlflow.log_params(warm.params())
@@ -135,7 +159,12 @@ class RunTracker:
 
     def log_evaluation(self, report: EvalReport, folder: Path) -> None:
         """The held-out metrics (per class too: the daily regression check compares those across
-        versions) and the report's files in ``folder`` as ``evaluation/``."""
+        versions) and the report's files in ``folder`` (figures, the F1-by-threshold table,
+        report.json) as ``evaluation/``.
+
+        Step 0, before the model is logged: ``log_model`` then links them to the LoggedModel. (Not
+        with ``dataset=``: MLflow keeps a metric's dataset only on metrics logged with a model id, and
+        its step-0 link copies the run's metrics without it.)"""
         mlflow.log_metrics({k: float(v) for k, v in report.metrics.items() if isinstance(v, int | float)})
         mlflow.log_metrics(
             {
@@ -179,6 +208,55 @@ def log_candidates(results: Sequence[CandidateResult], metric: str) -> list[dict
                 mlflow.log_metric(f"cv_{name}_mean", res.mean(name))
                 mlflow.log_metric(f"cv_{name}_std", res.std(name))
     return table
+
+
+def split_datasets(task: str, split: Split) -> dict[str, PandasDataset]:
+    """The training and evaluation rows as MLflow datasets (text + label name), by context.
+
+    Only their metadata is ever logged: MLflow computes the digest and profile from the rows.
+    """
+    source = dataset_source(split.source)
+    rows = {TRAINING: (split.train_texts, split.y_train), EVALUATION: (split.eval_texts, split.y_eval)}
+    datasets = {}
+    for context, (texts, y) in rows.items():
+        frame = pd.DataFrame({"text": list(texts), "label": [_label_name(v, split.labels) for v in y]})
+        name = f"{task}-{'train' if context == TRAINING else 'eval'}"
+        datasets[context] = mlflow.data.from_pandas(frame, source=source, name=name, targets="label")
+    return datasets
+
+
+def dataset_tags(dataset: PandasDataset, data_hash: str) -> dict[str, str]:
+    """Input tags of a logged split: its row count, label counts and the prepared data's hash."""
+    counts = Counter(dataset.df["label"].tolist())
+    return {
+        "rows": str(len(dataset.df)),
+        "label_counts": json.dumps(dict(sorted(counts.items())))[:500],
+        "data.hash": data_hash,
+    }
+
+
+def dataset_source(source: str) -> DatasetSource | None:
+    """Where the data came from, as an MLflow dataset source: an existing path as its absolute
+    location, an ``owner/name[:config]`` id as a Hugging Face Hub dataset, else MLflow's guess."""
+    path = Path(source).expanduser()
+    if not path.exists() and _HUB_ID.match(source):
+        name, _, config = source.partition(":")
+        return HuggingFaceDatasetSource(path=name, config_name=config or None)
+    with warnings.catch_warnings():
+        # Local paths match two equivalent resolvers; MLflow warns about the ambiguity.
+        warnings.simplefilter("ignore", UserWarning)
+        try:
+            return resolve_dataset_source(str(path.resolve()) if path.exists() else source)
+        except MlflowException:
+            return None  # MLflow then records the code that built the dataset as its source
+
+
+def _label_name(value: object, labels: Sequence[str]) -> str:
+    # Splits carry class indices; anything else is already a name.
+    try:
+        return labels[int(value)]
+    except (TypeError, ValueError, IndexError):
+        return str(value)
 
 
 def log_json(obj: dict, artifact_file: str) -> None:

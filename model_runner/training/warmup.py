@@ -31,8 +31,10 @@ import numpy as np
 from model_runner.data import prepare_dataset
 from model_runner.encoder import FrozenEncoder
 from model_runner.tasks import Task, get_task
-from model_runner.training.fitting import fit_candidate, resolve_hp
+from model_runner.training.clock import FitCallback
+from model_runner.training.fitting import ValRows, fit_candidate, resolve_hp
 from model_runner.training.folds import CVData, Split
+from model_runner.training.history import CURVE_ROWS, curve_sample
 from model_runner.training.search_space import SEARCH_SPACE
 from model_runner.wiring import Components
 
@@ -64,18 +66,21 @@ def warm_up_encoder(
     *,
     should_stop: Callable[[], bool] | None = None,
     on_epoch: Callable[[int, int], None] | None = None,
+    on_step: FitCallback | None = None,
+    curve_rows: int = CURVE_ROWS,
 ) -> Warmup:
     """Fine-tune the base encoder on ``task.warmup``'s training split; save encoder + tokenizer to ``dst``.
 
     Uses the ``finetune`` adapter's hyperparameters (epochs from its pass target) and the embedding
     cache for its initial head, so a warm-up on data the sentiment task already embedded costs only
-    the fine-tune itself.
+    the fine-tune itself. ``on_step`` hears every batch; each epoch's last report carries the loss and
+    macro recall on up to ``curve_rows`` of the warm-up task's held-out rows (0: none).
     """
     settings = components.settings
     source = get_task(task.warmup, settings)
     started = time.perf_counter()
     prepared = prepare_dataset(
-        source.data, label_names=source.int_labels, eval_fraction=settings.eval_fraction, seed=settings.seed
+        source.data, eval_fraction=settings.eval_fraction, seed=settings.seed, **source.read_options()
     )
     split = Split.of(prepared, source=source.data)
     store = components.embeddings
@@ -85,7 +90,19 @@ def warm_up_encoder(
     candidate = SEARCH_SPACE["finetune"][0]
     epochs = int(resolve_hp(candidate, rows)["epochs"])
     log.info("warm-up: fine-tuning the encoder on %s (%d tweets, %d epochs)", source.name, rows, epochs)
-    model = fit_candidate(candidate, data, np.arange(rows), on_epoch=on_epoch, should_stop=should_stop)
+    val = None
+    if on_step and curve_rows > 0 and len(split.y_eval):
+        pick = curve_sample(split.y_eval, curve_rows, settings.seed)
+        val = ValRows([split.eval_texts[i] for i in pick], split.y_eval[pick])
+    model = fit_candidate(
+        candidate,
+        data,
+        np.arange(rows),
+        on_epoch=on_epoch,
+        on_step=on_step,
+        val=val,
+        should_stop=should_stop,
+    )
     dst.mkdir(parents=True, exist_ok=True)
     model.encoder.save_pretrained(dst)
     model.tokenizer.save_pretrained(dst)

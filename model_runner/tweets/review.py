@@ -76,13 +76,18 @@ def list_review(db: Database, task: str, *, limit: int = 50, offset: int = 0) ->
 
 
 def import_labels(
-    db: Database, task: str, items: Sequence[LabelItem], *, allowed_labels: Sequence[str]
+    db: Database, task: str, items: Sequence[LabelItem], *, allowed_labels: Sequence[str] | None
 ) -> LabelImport:
-    """All-or-nothing: any bad row rejects the whole batch with every problem listed."""
-    allowed = set(allowed_labels)
+    """All-or-nothing: any bad row rejects the whole batch with every problem listed.
+
+    ``allowed_labels`` are the task's declared classes; None (a task whose classes come from its data)
+    accepts any non-empty name."""
+    allowed = set(allowed_labels) if allowed_labels else None
     problems = []
     for i, item in enumerate(items, start=1):
-        if item.label not in allowed:
+        if allowed is None and not item.label.strip():
+            problems.append(f"row {i}: the label is empty")
+        elif allowed is not None and item.label not in allowed:
             problems.append(f"row {i}: label {item.label!r} is not one of {sorted(allowed)}")
         if item.text is None and item.tweet_id is None:
             problems.append(f"row {i}: needs a text or a tweet_id")

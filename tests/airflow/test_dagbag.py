@@ -71,3 +71,33 @@ def test_valid_params_pass(dagbag):
     params = copy.deepcopy(dagbag.get_dag("weekly_retrain").params)
     params.update({"adapters": ["linear", "mlp"], "folds": 3, "dataset": "/data/x.jsonl"})
     assert params.validate()["folds"] == 3
+
+
+def test_task_params_and_the_retrain_schedule_come_from_the_tasks_file(
+    dagbag, airflow_db, tmp_path, monkeypatch
+):
+    import tomllib
+
+    from airflow.dag_processing.dagbag import DagBag
+
+    repo_tasks = tomllib.loads((Path(__file__).parents[2] / "model_runner" / "tasks.toml").read_text())
+    for dag_id in ("weekly_retrain", "regression_check"):
+        assert dagbag.get_dag(dag_id).params.get_param("task").schema["enum"] == list(repo_tasks)
+
+    # a third task with its own schedule, declared first: no DAG code changes
+    tasks = tmp_path / "tasks.toml"
+    tasks.write_text(
+        '[stance]\ndata = "x.csv"\nschedule = "0 3 * * 1"\n\n[sentiment]\ndata = "y"\nschedule = "@weekly"\n'
+    )
+    monkeypatch.setenv("TWEETPULSE_TASKS_FILE", str(tasks))
+    bag = DagBag(dag_folder=str(Path(__file__).parents[2] / "airflow" / "dags"))
+    assert bag.import_errors == {}
+    retrain = bag.get_dag("weekly_retrain")
+    assert retrain.schedule == "0 3 * * 1"
+    assert retrain.params.get_param("task").value == "stance"
+    assert retrain.params.get_param("task").schema["enum"] == ["stance", "sentiment"]
+    assert {"label_map", "text_column", "label_column"} <= set(retrain.params)
+
+    monkeypatch.setenv("TWEETPULSE_TASKS_FILE", str(tmp_path / "missing.toml"))
+    broken = DagBag(dag_folder=str(Path(__file__).parents[2] / "airflow" / "dags"))
+    assert any("missing.toml" in str(err) for err in broken.import_errors.values())

@@ -148,6 +148,19 @@ def test_training_request_drops_unset_params():
         {"task": "sentiment", "dataset": None, "adapters": ["linear"], "folds": None}
     )
     assert body == {"task": "sentiment", "adapters": ["linear"], "include_feedback": True}
+    body = retrain.training_request(
+        {
+            "task": None,
+            "label_map": {"0": "negative", "4": "positive"},
+            "text_column": "tweet",
+            "label_column": None,
+        }
+    )
+    assert body == {
+        "label_map": {"0": "negative", "4": "positive"},
+        "text_column": "tweet",
+        "include_feedback": True,
+    }
 
 
 # --- regression rules -----------------------------------------------------------------------------

@@ -46,7 +46,7 @@ def test_label_map_renames_string_labels_case_insensitively() -> None:
     assert resolver.resolve(" NEG ") == ("negative", None)
 
 
-def test_precedence_label_map_then_source_mapping_then_label_names() -> None:
+def test_precedence_label_map_then_source_mapping_and_never_the_position() -> None:
     resolver = LabelResolver(
         label_names=["a", "b", "c", "d"],
         label_map={"0": "d"},
@@ -54,9 +54,11 @@ def test_precedence_label_map_then_source_mapping_then_label_names() -> None:
     )
     assert resolver.resolve(0) == ("d", None)  # label_map wins
     assert resolver.resolve("1") == ("b", None)  # then the source's mapping
-    assert resolver.resolve(2) == ("c", None)  # then label_names by index
+    # label_names is a whitelist and an order, never a guess: integer 2 is not "c"
+    assert resolver.resolve(2) == (None, "unknown_label")
     assert resolver.resolve(7) == (None, "unknown_label")
     assert resolver.resolve(-1) == (None, "unknown_label")
+    assert dict(resolver.unnamed_integers) == {2: 1, 7: 1, -1: 1}
 
 
 def test_label_names_is_a_whitelist_and_fixes_the_order() -> None:

@@ -88,7 +88,7 @@ def test_tweeteval_layout(tmp_path: Path, with_mapping: bool) -> None:
         (tmp_path / "mapping.txt").write_text("0\tnegative\n1\tneutral\n2\tpositive\n", encoding="utf-8")
         data = prepare_dataset(tmp_path)
     else:
-        data = prepare_dataset(tmp_path, label_names=["Negative", "Neutral", "Positive"])
+        data = prepare_dataset(tmp_path, label_map={"0": "Negative", "1": "Neutral", "2": "Positive"})
     assert data.labels == SENTIMENT
     assert data.summary.eval_source == "file:validation"
     assert _named(data.eval) == [
@@ -98,12 +98,12 @@ def test_tweeteval_layout(tmp_path: Path, with_mapping: bool) -> None:
     ]
 
 
-def test_tweeteval_without_mapping_or_names_is_unknown(tmp_path: Path) -> None:
-    (tmp_path / "train_text.txt").write_text("a\nb\n", encoding="utf-8")
-    (tmp_path / "train_labels.txt").write_text("0\n1\n", encoding="utf-8")
-    with pytest.raises(DataError, match="no valid rows") as info:
-        prepare_dataset(tmp_path)
-    assert "'unknown_label': 2" in str(info.value)
+def test_integer_labels_without_a_map_are_an_error_naming_the_values(tmp_path: Path) -> None:
+    (tmp_path / "train_text.txt").write_text("a\nb\nc\n", encoding="utf-8")
+    (tmp_path / "train_labels.txt").write_text("0\n1\n1\n", encoding="utf-8")
+    # even with the task's class names: 0/1 must never be read as negative/neutral by position
+    with pytest.raises(DataError, match=r"integers \(0, 1\) that no label map names.*0=NAME,1=NAME"):
+        prepare_dataset(tmp_path, label_names=["negative", "neutral", "positive"])
 
 
 def test_hub_dataset(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -221,9 +221,44 @@ def test_label_map_for_sentiment140_codes(tmp_path: Path, write_csv) -> None:
     assert sum(data.summary.class_balance["train"].values()) + len(data.eval) == 12
 
 
+def test_binary_integer_labels_with_a_map_train_two_classes(tmp_path: Path, write_jsonl) -> None:
+    rows = [{"text": f"t{i}", "label": i % 2} for i in range(20)]
+    data = prepare_dataset(
+        write_jsonl(tmp_path / "d.jsonl", rows),
+        label_names=["negative", "neutral", "positive"],
+        label_map={"0": "negative", "1": "positive"},
+    )
+    assert data.labels == ["negative", "positive"]
+    assert data.summary.dropped["unknown_label"] == 0
+
+
+def test_named_columns_are_read_from_jsonl_csv_and_parquet(tmp_path: Path, write_jsonl) -> None:
+    rows = [{"tweet": f"tweet {i}", "polarity": code, "text": None} for i, code in enumerate([0, 4] * 6)]
+    path = write_jsonl(tmp_path / "s140.jsonl", rows)
+    data = prepare_dataset(
+        path, label_map={"0": "negative", "4": "positive"}, text_column="tweet", label_column="polarity"
+    )
+    assert data.labels == ["negative", "positive"]
+    assert len(data.train) + len(data.eval) == 12
+    csv_path = tmp_path / "s140.csv"
+    csv_path.write_text("Polarity,Tweet\n" + "".join(f"{r['polarity']},{r['tweet']}\n" for r in rows))
+    from_csv = prepare_dataset(
+        csv_path, label_map={"0": "negative", "4": "positive"}, text_column="tweet", label_column="polarity"
+    )
+    assert from_csv.summary.dataset_hash == data.summary.dataset_hash
+    with pytest.raises(DataError, match="has no 'label' column in its header"):
+        prepare_dataset(csv_path, text_column="tweet")
+    with pytest.raises(DataError, match="has a 'body' text field"):
+        prepare_dataset(path, text_column="body", label_column="polarity")
+
+
 def test_integer_labels_with_label_names_keep_given_order(tmp_path: Path, write_jsonl) -> None:
     rows = [{"text": f"t{i}", "label": i % 2 + 1} for i in range(10)]  # only classes 1 and 2 present
-    data = prepare_dataset(write_jsonl(tmp_path / "d.jsonl", rows), label_names=["zeta", "beta", "alpha"])
+    data = prepare_dataset(
+        write_jsonl(tmp_path / "d.jsonl", rows),
+        label_names=["zeta", "beta", "alpha"],
+        label_map={"1": "beta", "2": "alpha"},
+    )
     assert data.labels == ["beta", "alpha"]
     assert set(data.summary.class_balance["train"]) == {"beta", "alpha"}
 

@@ -1,8 +1,10 @@
-"""evaluate(): metrics with intervals and ECE, the four files, and the JSON report."""
+"""evaluate(): metrics with intervals and ECE, the figures, the F1-by-threshold table and the JSON report."""
 
 from __future__ import annotations
 
+import csv
 import json
+import math
 import subprocess
 import sys
 import textwrap
@@ -11,6 +13,7 @@ import numpy as np
 import pytest
 
 from model_runner.evaluation import EvalReport, compute_metrics, evaluate, expected_calibration_error
+from model_runner.evaluation.plots import THRESHOLDS, best_thresholds, threshold_table
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 LABELS = {2: ["negative", "positive"], 4: ["anger", "joy", "optimism", "sadness"]}
@@ -35,16 +38,17 @@ def written(request, tmp_path_factory):
     return k, y_true, proba, report, out_dir
 
 
-def test_writes_four_valid_files(written):
+def test_writes_the_report_files(written):
     _, _, _, report, out_dir = written
     names = {"report": "report.json", "confusion_matrix": "confusion_matrix.png"}
     names |= {"pr_curves": "pr_curves.png", "reliability": "reliability.png"}
+    names |= {"f1_by_threshold": "f1_by_threshold.png", "f1_by_threshold_table": "f1_by_threshold.csv"}
 
     assert {key: path.name for key, path in report.files.items()} == names
     for key, path in report.files.items():
         assert path.parent == out_dir
         assert path.is_file()
-        if key != "report":
+        if path.suffix == ".png":
             data = path.read_bytes()
             assert data.startswith(PNG_MAGIC), key
             assert len(data) > 10_000, key  # axes, labels and data, not an empty canvas
@@ -81,6 +85,47 @@ def test_report_json_round_trips(written):
     assert set(saved["per_class"]) == set(LABELS[k])
     for name, stats in saved["per_class"].items():
         assert stats == pytest.approx(report.metrics["per_class"][name], abs=5e-7)
+
+
+def test_f1_by_threshold_table_per_class(written):
+    """One-vs-rest per class: predicted wherever the class's own probability reaches the threshold."""
+    k, y_true, proba, report, _ = written
+    with report.files["f1_by_threshold_table"].open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == k * len(THRESHOLDS)
+    assert [r["label"] for r in rows[:: len(THRESHOLDS)]] == LABELS[k]
+    c, cut = k - 1, 0.3
+    row = next(r for r in rows if r["label"] == LABELS[k][c] and float(r["threshold"]) == cut)
+    called, positive = proba[:, c] >= cut, y_true == c
+    tp = int((called & positive).sum())
+    precision, recall = tp / called.sum(), tp / positive.sum()
+    assert int(row["predicted"]) == called.sum() and int(row["support"]) == positive.sum()
+    assert float(row["precision"]) == pytest.approx(precision, abs=1e-6)
+    assert float(row["recall"]) == pytest.approx(recall, abs=1e-6)
+    assert float(row["f1"]) == pytest.approx(2 * precision * recall / (precision + recall), abs=1e-6)
+    # threshold 0 calls every row positive: recall 1, precision the class's share
+    first = rows[c * len(THRESHOLDS)]
+    assert float(first["threshold"]) == 0 and float(first["recall"]) == 1
+    assert float(first["precision"]) == pytest.approx(positive.mean(), abs=1e-6)
+    # the best threshold per class is in report.json
+    saved = json.loads(report.files["report"].read_text())["best_f1_threshold"]
+    assert set(saved) == set(LABELS[k])
+    for name, best in saved.items():
+        f1s = [float(r["f1"]) for r in rows if r["label"] == name]
+        assert best["f1"] == pytest.approx(max(f1s), abs=1e-6)
+
+
+def test_threshold_table_edge_cases():
+    # class 1 has no examples: no recall or F1; nothing reaches 0.9 for class 0: precision 0
+    y_true = np.array([0, 0, 2, 2])
+    proba = np.array([[0.6, 0.1, 0.3], [0.5, 0.2, 0.3], [0.2, 0.2, 0.6], [0.1, 0.1, 0.8]])
+    table = threshold_table(y_true, proba, ["a", "b", "c"], thresholds=[0.0, 0.5, 0.9])
+    by_key = {(r["label"], r["threshold"]): r for r in table}
+    assert math.isnan(by_key[("b", 0.5)]["f1"]) and math.isnan(by_key[("b", 0.5)]["recall"])
+    assert by_key[("a", 0.9)]["precision"] == 0 and by_key[("a", 0.9)]["f1"] == 0
+    assert by_key[("a", 0.5)]["f1"] == 1.0 and by_key[("c", 0.5)]["f1"] == 1.0
+    best = best_thresholds(table)
+    assert set(best) == {"a", "c"} and best["a"]["threshold"] == 0.5
 
 
 def test_without_out_dir_nothing_is_written(tmp_path, monkeypatch):

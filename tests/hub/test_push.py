@@ -1,23 +1,24 @@
-"""push_model against a local fake Hub: the real huggingface_hub client does every HTTP call."""
+"""push_model against a local fake Hub: the real huggingface_hub client does every HTTP call.
+
+The repo gets the portable export at its root (ONNX, tokenizer with the cleaning, config with id2label,
+the card) and the native model folder under ``tweetpulse/``; the card itself is tested in test_card.py
+and the root's loading by a plain client in test_outside_client.py."""
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 import shutil
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
-import yaml
 from huggingface_hub import constants
 from huggingface_hub.utils import _http as hf_http
 
 from model_runner.hub.card import render_model_card
 from model_runner.hub.push import HubPushError, PushResult, push_model
+from model_runner.modeling.export import build_export
 from tests.hub.fake_hub import FakeHub
 
 TOKEN = "hf_fakeTOKEN0123456789abcdefSECRET"
@@ -32,6 +33,14 @@ MODEL_FILES = {
     "checksums.json",
     "tokenizer.json",
     "tokenizer_config.json",
+}
+# the portable export at the repo root (the card is generated at each push)
+ROOT_FILES = {
+    "config.json",
+    "model.onnx",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
 }
 FAST = {"backoff_s": 0.01, "max_backoff_s": 0.05}
 
@@ -91,6 +100,15 @@ def model_folder(tiny_bert, tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.fixture(scope="module")
+def export_folder(model_folder, tmp_path_factory) -> Path:
+    """The export of ``model_folder`` (its stray files copied along into tweetpulse/), built once."""
+    out = build_export(model_folder, tmp_path_factory.mktemp("export") / "export", version="7")
+    (out / "model.safetensors").write_bytes(b"planted")  # never pushed: not in the root's allow-list
+    (out / "notes.txt").write_text("scratch")
+    return out
+
+
 @pytest.fixture
 def hub(monkeypatch):
     # the Xet protocol needs a CAS server the fake does not have; the legacy LFS path is what it speaks
@@ -115,30 +133,34 @@ def _push(hub: FakeHub, folder: Path, **kwargs) -> PushResult:
     return push_model(folder, **(args | kwargs))
 
 
-def test_push_commits_exactly_the_model_files_and_card(hub, model_folder, logs):
+def test_push_commits_the_export_and_the_native_folder_in_one_commit(hub, model_folder, logs):
     factory_before = hf_http._GLOBAL_CLIENT_FACTORY
-    result = _push(hub, model_folder)
+    result = _push(hub, model_folder)  # a native folder: exported on the way
 
     repo = hub.repos[REPO]
     assert repo.private is True
     assert len(repo.commits) == 1, "one commit, so the repo never holds half a model"
-    expected = MODEL_FILES  # transformers 5 writes tokenizer.json + tokenizer_config.json only
-    assert set(repo.files) == expected | {"README.md"}
-    for name in expected:
-        assert repo.files[name] == (model_folder / name).read_bytes(), name
-    assert {"model.safetensors", "head.safetensors"} <= repo.lfs_paths, "large files went through LFS"
+    native = {f"tweetpulse/{name}" for name in MODEL_FILES}  # transformers 5 writes no vocab.txt
+    assert set(repo.files) == ROOT_FILES | native | {"README.md"}
+    assert "model.safetensors" not in repo.files, "a plain pipeline would load a random head from it"
+    for name in MODEL_FILES:
+        assert repo.files[f"tweetpulse/{name}"] == (model_folder / name).read_bytes(), name
+    config = json.loads(repo.files["config.json"])
+    assert config["id2label"] == {"0": "negative", "1": "neutral", "2": "positive"}
+    assert config["tweetpulse"]["version"] == "7"
+    assert {"tweetpulse/model.safetensors", "tweetpulse/head.safetensors"} <= repo.lfs_paths
     assert "tokenizer.json" not in repo.lfs_paths
 
     card = repo.files["README.md"].decode()
-    assert card == render_model_card({**INFO, "repo_id": REPO})
+    assert card == render_model_card({**INFO, "max_length": 64, "repo_id": REPO})
     assert "0.7123" in card and "[0.6901, 0.7346]" in card and "95% CI" in card
-    assert json.loads(repo.files["tweetpulse.json"])["labels"] == LABELS
+    assert json.loads(repo.files["tweetpulse/tweetpulse.json"])["labels"] == LABELS
 
     assert result == PushResult(
         REPO,
         repo.commits[0]["oid"],
         f"{hub.url}/{REPO}/commit/{repo.commits[0]['oid']}",
-        sorted(expected | {"README.md"}),
+        sorted(ROOT_FILES | native | {"README.md"}),
     )
     assert repo.commits[0]["summary"] == "Upload tweetpulse-sentiment model version 7"
 
@@ -151,10 +173,18 @@ def test_push_commits_exactly_the_model_files_and_card(hub, model_folder, logs):
     assert hf_http._GLOBAL_CLIENT_FACTORY is factory_before, "the timeout client factory leaked"
 
 
-def test_transient_503_on_each_step_is_retried(hub, model_folder, logs):
+def test_an_export_folder_is_pushed_as_it_is_with_a_fresh_card(hub, export_folder):
+    _push(hub, export_folder)
+    repo = hub.repos[REPO]
+    assert set(repo.files) == ROOT_FILES | {f"tweetpulse/{n}" for n in MODEL_FILES} | {"README.md"}
+    assert repo.files["model.onnx"] == (export_folder / "model.onnx").read_bytes()
+    assert repo.files["README.md"].decode() == render_model_card({**INFO, "max_length": 64, "repo_id": REPO})
+
+
+def test_transient_503_on_each_step_is_retried(hub, export_folder, logs):
     hub.fail_next("create", 2, status=503)
     hub.fail_next("commit", 1, status=502)
-    result = _push(hub, model_folder, retries=3)
+    result = _push(hub, export_folder, retries=3)
 
     assert [c.status for c in hub.calls_to("create")] == [503, 503, 200]
     assert [c.status for c in hub.calls_to("commit")] == [502, 200]
@@ -168,20 +198,20 @@ def test_transient_503_on_each_step_is_retried(hub, model_folder, logs):
     ("retry_after", "max_backoff_s", "min_gap", "max_gap"), [("1", 5.0, 0.9, 4.0), ("3600", 0.2, 0.15, 3.0)]
 )
 def test_429_honours_retry_after_up_to_the_cap(
-    hub, model_folder, retry_after, max_backoff_s, min_gap, max_gap
+    hub, export_folder, retry_after, max_backoff_s, min_gap, max_gap
 ):
     hub.fail_next("create", 1, status=429, retry_after=retry_after)
-    _push(hub, model_folder, backoff_s=0.01, max_backoff_s=max_backoff_s)
+    _push(hub, export_folder, backoff_s=0.01, max_backoff_s=max_backoff_s)
 
     first, second = hub.calls_to("create")
     assert (first.status, second.status) == (429, 200)
     assert min_gap <= second.at - first.at <= max_gap
 
 
-def test_persistent_failure_raises_after_retries_plus_one_attempts(hub, model_folder, logs):
+def test_persistent_failure_raises_after_retries_plus_one_attempts(hub, export_folder, logs):
     hub.fail_next("commit", 10, status=503)
     with pytest.raises(HubPushError) as caught:
-        _push(hub, model_folder, retries=2)
+        _push(hub, export_folder, retries=2)
 
     assert len(hub.calls_to("commit")) == 3
     message = str(caught.value)
@@ -192,10 +222,10 @@ def test_persistent_failure_raises_after_retries_plus_one_attempts(hub, model_fo
     assert not hub.repos[REPO].commits
 
 
-def test_bad_token_fails_fast_without_retries(hub, model_folder, logs):
+def test_bad_token_fails_fast_without_retries(hub, export_folder, logs):
     wrong = "hf_wrongTOKENxyz987654321"
     with pytest.raises(HubPushError) as caught:
-        _push(hub, model_folder, token=wrong, retries=3)
+        _push(hub, export_folder, token=wrong, retries=3)
 
     assert [c.status for c in hub.calls_to("create")] == [401]
     assert not hub.calls_to("commit") and not hub.repos
@@ -205,23 +235,23 @@ def test_bad_token_fails_fast_without_retries(hub, model_folder, logs):
 
 
 @pytest.mark.parametrize("status", [403, 422])
-def test_client_errors_on_commit_are_not_retried(hub, model_folder, status):
+def test_client_errors_on_commit_are_not_retried(hub, export_folder, status):
     hub.fail_next("commit", 1, status=status)
     with pytest.raises(HubPushError, match=str(status)):
-        _push(hub, model_folder, retries=3)
+        _push(hub, export_folder, retries=3)
     assert len(hub.calls_to("commit")) == 1
 
 
-def test_timeout_applies_and_a_timed_out_call_is_retried(hub, model_folder):
+def test_timeout_applies_and_a_timed_out_call_is_retried(hub, export_folder):
     hub.delay_next("create", 5.0)
     started = time.monotonic()
     with pytest.raises(HubPushError, match="Timeout"):
-        _push(hub, model_folder, timeout_s=0.3, retries=0)
+        _push(hub, export_folder, timeout_s=0.3, retries=0)
     assert time.monotonic() - started < 4.0, "without the timeout the client would wait for the slow server"
 
     hub.delay_next("create", 5.0)
     started = time.monotonic()
-    result = _push(hub, model_folder, timeout_s=2.0, retries=1)
+    result = _push(hub, export_folder, timeout_s=2.0, retries=1)
     assert time.monotonic() - started < 4.5
     assert result.commit_id == hub.repos[REPO].commits[-1]["oid"]
 
@@ -234,63 +264,9 @@ def test_corrupt_folder_is_refused_before_any_call(hub, model_folder, tmp_path):
     assert not hub.calls
 
 
-def _front_matter(card: str) -> dict:
-    assert card.startswith("---\n")
-    return yaml.safe_load(card[4 : card.index("\n---\n", 4)])
-
-
-def test_card_with_full_info():
-    card = render_model_card({**INFO, "repo_id": REPO})
-    meta = _front_matter(card)
-
-    assert meta["license"] == "other" and meta["base_model"] == "sentence-transformers/all-MiniLM-L6-v2"
-    assert {"text-classification", "sentiment", "tweets"} <= set(meta["tags"])
-    metrics = {m["name"]: m["value"] for m in meta["model-index"][0]["results"][0]["metrics"]}
-    assert metrics == {"Macro recall": 0.7123, "Macro F1": 0.7011, "Accuracy": 0.72}
-    assert "| Macro recall (primary) | 0.7123 | [0.6901, 0.7346] |" in card
-    assert "| neutral | 0.6600 | 0.7000 | 0.6800 | 500 |" in card
-    assert "| train | 1200 | 1500 | 900 |" in card
-    assert "`tweets.csv`" in card and "/srv/private" not in card
-    assert f'snapshot_download("{REPO}")' in card and "load_for_serving(folder)" in card
-    assert "int8" in card and "sarcasm" in card.lower() and "English" in card
-    assert "None" not in card and "warm-up" not in card  # INFO has no warm-up
-
-
-def test_card_names_the_encoder_warm_up():
-    warm = {"task": "sentiment", "rows": 9284, "epochs": 2, "data_hash": "abc123"}
-    card = render_model_card({**INFO, "task": "emotion", "repo_id": REPO, "warmup": warm})
-    assert "fine-tuned first on 9284 tweets of the `sentiment` task (2 epochs" in card
-    assert "`abc123`" in card
-
-
-@pytest.mark.parametrize("kind", ["linear", "mlp"])
-def test_card_code_loads_the_pushed_files_and_reproduces_the_classifier(tiny_bert, tmp_path, kind):
-    model = _classifier(tiny_bert, kind)
-    folder = model.save(tmp_path / "model")
-    card = render_model_card({**INFO, "repo_id": REPO})
-    blocks = re.findall(r"```python\n(.*?)```", card, flags=re.S)
-    assert len(blocks) == 2
-    # the snippets download the repo; here its files are already in `folder`
-    packaged, plain = ({} for _ in blocks)
-    for code, namespace in zip(blocks, (packaged, plain), strict=True):
-        exec(code.replace(f'snapshot_download("{REPO}")', repr(str(folder))), namespace)
-
-    assert packaged["model"].labels == LABELS
-    expected = model.predict_proba(["what a great day!"], clean=False)
-    assert np.allclose(torch.softmax(plain["logits"], dim=-1).numpy(), expected, atol=1e-5)
-
-
-def test_card_with_partial_info_has_no_placeholders():
-    card = render_model_card(
-        {"task": "emotion", "labels": ["joy", "anger"], "base_model": {"id": "/models/local-bert"}}
-    )
-    meta = _front_matter(card)
-
-    assert "model-index" not in meta and "base_model" not in meta, "a local path is not a Hub base_model"
-    assert meta["license"] == "other" and "emotion" in meta["tags"]
-    assert "# tweetpulse emotion" in card and "`joy`, `anger`" in card
-    assert "No evaluation results were recorded" in card
-    assert "## Training data" not in card and "hyperparameters" not in card.lower()
-    for garbage in ("None", "null", "nan", "{}", "[]"):
-        assert garbage not in card.split("## How to use")[0], garbage
-    assert "<owner>/<repo>" in card
+def test_an_export_with_an_altered_native_file_is_refused_before_any_call(hub, export_folder, tmp_path):
+    copy = Path(shutil.copytree(export_folder, tmp_path / "export"))
+    (copy / "tweetpulse" / "model.safetensors").write_bytes(b"other weights")
+    with pytest.raises(HubPushError, match=r"model\.safetensors"):
+        _push(hub, copy)
+    assert not hub.calls

@@ -146,7 +146,12 @@ def test_deploy_space_workflow():
     job = workflow["jobs"]["sync"]
     assert "vars.HF_SPACE_ID" in job["if"]
     sync = next(s for s in job["steps"] if "sync_space.py" in s.get("run", ""))
-    assert sync["env"] == {"HF_TOKEN": "${{ secrets.HF_TOKEN }}", "HF_SPACE_ID": "${{ vars.HF_SPACE_ID }}"}
+    assert sync["env"] == {
+        "HF_TOKEN": "${{ secrets.HF_TOKEN }}",
+        "HF_SPACE_ID": "${{ vars.HF_SPACE_ID }}",
+        # the Space serves the model repos the service pushes to (model_source=hub)
+        "TWEETPULSE_HUB_REPO_ID": "${{ vars.TWEETPULSE_HUB_REPO_ID }}",
+    }
     assert "${{" not in sync["run"], "expressions in run: are script injection; pass them through env"
     # every path the Space is built from triggers a deploy
     paths = set(workflow["on"]["push"]["paths"])

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 from mlflow.types import DataType
+from packaging.utils import canonicalize_name
 
 from model_runner.registry.pyfunc import pip_requirements
 from tests.registry.conftest import EMOTION, SENTIMENT, TEXTS, use_store
@@ -46,7 +49,13 @@ def test_signature_and_stored_files(sentiment_pyfunc, populated, tmp_path):
     assert (model_root / "input_example.json").is_file()
     assert not list(model_root.rglob("*.pkl"))
     requirements = (model_root / "requirements.txt").read_text()
-    assert "tweetpulse-model-runner==" in requirements and "+cpu" not in requirements
+    assert requirements.split() == pip_requirements()
+    # the code ships with the model (the project's own distribution is on no index)
+    assert "tweetpulse-model-runner" not in requirements and "+cpu" not in requirements
+    code = model_root / "code" / "model_runner"
+    assert (code / "__init__.py").is_file() and (code / "registry" / "pyfunc.py").is_file()
+    assert (code / "modeling" / "serving.py").is_file() and (code / "data" / "cleaning.py").is_file()
+    assert not list(code.rglob("__pycache__")) and not list(code.rglob("*.pyc"))
 
 
 def test_schema_is_enforced(sentiment_pyfunc):
@@ -67,6 +76,21 @@ def test_pip_requirements_are_pinned_without_local_labels():
     pins = pip_requirements()
     assert any(p.startswith("torch==") for p in pins)
     assert all("+" not in p for p in pins)
+
+
+def test_pip_requirements_are_real_pypi_pins_from_the_lock():
+    """Exact versions, the ones ``make install`` took from requirements/service.lock, and never the
+    project's own distribution (its code ships with the model)."""
+    lock = {}
+    for line in (Path(__file__).parents[2] / "requirements" / "service.lock").read_text().splitlines():
+        name, sep, version = line.split("#")[0].strip().partition("==")
+        if sep:
+            lock[canonicalize_name(name)] = version.split(";")[0].strip()
+    pins = dict(p.split("==") for p in pip_requirements())
+    assert {"mlflow", "torch", "transformers", "tokenizers", "safetensors", "emoji", "pandas"} <= set(pins)
+    assert "tweetpulse-model-runner" not in pins
+    for name, version in pins.items():
+        assert lock.get(canonicalize_name(name)) == version, name
 
 
 def test_empty_input_gives_empty_frame_with_all_columns(sentiment_pyfunc):

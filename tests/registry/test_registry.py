@@ -138,3 +138,38 @@ def test_reads_never_use_global_mlflow_settings(populated, monkeypatch, tmp_path
 def test_invalid_task_names_are_refused(populated):
     with pytest.raises(ValueError):
         populated.registry.model_name("x' OR name LIKE '%")
+
+
+def test_the_logged_model_has_the_evaluation_metrics(mlflow_store, saved_models, tmp_path):
+    """What a training run does: the tracker logs the held-out evaluation, then the registry logs and
+    registers the model; the LoggedModel (MLflow's Models tab) carries those metrics."""
+    from model_runner.evaluation import evaluate
+    from model_runner.training.tracking import RunTracker
+
+    registry = new_registry(mlflow_store)
+    rng = np.random.default_rng(0)
+    y_true = rng.integers(0, 3, 60)
+    proba = rng.dirichlet(np.ones(3), 60)
+    report = evaluate(y_true, proba, ["negative", "neutral", "positive"], tmp_path / "report", n_boot=50)
+    with active_run(mlflow_store) as run:
+        tracker = RunTracker(run, "test")
+        tracker.log_evaluation(report, tmp_path / "report")
+        info = registry.log_and_register(
+            saved_models["sentiment_a"].path, task="sentiment", input_example=TEXTS
+        )
+
+    client = mlflow.MlflowClient(mlflow_store.uri)
+    (output,) = client.get_run(run.info.run_id).outputs.model_outputs
+    model = client.get_logged_model(output.model_id)
+    assert client.get_model_version(info.name, info.version).source == f"models:/{model.model_id}"
+    linked = {m.key: m.value for m in model.metrics}
+    for key in ("macro_recall", "macro_f1", "accuracy", "ece", "recall_neutral", "f1_positive"):
+        assert linked[key] == pytest.approx(client.get_run(run.info.run_id).data.metrics[key]), key
+    assert linked["macro_recall"] == pytest.approx(report.metrics["macro_recall"])
+    # the evaluation's files, the F1-by-threshold table among them, are the run's artifacts
+    files = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
+    assert {
+        "evaluation/f1_by_threshold.png",
+        "evaluation/f1_by_threshold.csv",
+        "evaluation/pr_curves.png",
+    } <= files

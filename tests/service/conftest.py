@@ -54,7 +54,7 @@ def make_settings(home: Path, database_url: str, tiny_bert: Path, **overrides) -
         inference_token=READ_TOKEN,
         tasks="sentiment,emotion",
         batch_max_wait_ms=2,
-        sentiment_data=str(make_dataset(home / "data")),
+        task_overrides={"sentiment": {"data": str(make_dataset(home / "data"))}},
         inference_threads=1,
         job_poll_s=0.2,
     )

@@ -44,20 +44,28 @@ def test_a_promoted_model_is_pushed_with_its_card_and_the_commit_is_recorded(fre
     assert job["state"] == "succeeded" and job["promoted"], job
     assert job["hub"]["pushed"] is True and job["hub"]["repo_id"] == "acme/tweetpulse-sentiment"
     repo = hub.repos["acme/tweetpulse-sentiment"]
+    # the native model folder is under tweetpulse/; the root holds the portable export and the card
+    native = "tweetpulse/"
+    assert {"README.md", "model.onnx", "config.json", "tokenizer.json"} <= set(repo.files)
+    assert "model.safetensors" not in repo.files  # a bare encoder at the root would load silently
     assert {
-        "model.safetensors",
-        "head.safetensors",
-        "tokenizer.json",
-        "label_map.json",
-        "tweetpulse.json",
-        "README.md",
-        "config.json",
+        f"{native}{name}"
+        for name in (
+            "model.safetensors",
+            "head.safetensors",
+            "tokenizer.json",
+            "label_map.json",
+            "tweetpulse.json",
+            "config.json",
+        )
     } <= set(repo.files)
-    assert json.loads(repo.files["label_map.json"])["id2label"] == {
+    assert json.loads(repo.files[f"{native}label_map.json"])["id2label"] == {
         "0": "negative",
         "1": "neutral",
         "2": "positive",
     }
+    id2label = json.loads(repo.files["config.json"])["id2label"]
+    assert id2label == {"0": "negative", "1": "neutral", "2": "positive"}
     card = repo.files["README.md"].decode()
     assert "Macro recall (primary)" in card and "95% CI" in card and "Model version: `2`" in card
     client = mlflow.MlflowClient(settings.tracking_uri())

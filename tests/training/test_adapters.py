@@ -96,3 +96,27 @@ def test_fit_epochs_give_small_training_splits_more_passes_within_bounds():
     assert resolve_hp(finetune, 3257)["epochs"] == 6
     assert resolve_hp(finetune, 1628, in_cv=True)["epochs"] == 2  # an emotion CV fold: its own budget
     assert finetune.hp["epochs"] == 2  # the declared candidate is never changed
+
+
+@pytest.mark.parametrize("adapter", ["linear", "mlp", "lora", "finetune"])
+def test_epoch_based_fits_report_every_batch_and_score_validation_rows_at_each_epoch_end(adapter, cv_data):
+    from model_runner.training.fitting import ValRows
+
+    candidate = Candidate.of(TINY[adapter].adapter, **{**TINY[adapter].hp, "epochs": 2})
+    train, held = np.arange(60), np.arange(60, len(cv_data.y))
+    val = ValRows([cv_data.texts[i] for i in held], cv_data.y[held])
+    steps = []
+    fit_candidate(candidate, cv_data, train, on_step=steps.append, val=val)
+    if adapter == "linear":  # one lbfgs solve: no epochs, nothing to report
+        assert steps == []
+        return
+    fractions = [s.fraction for s in steps]
+    assert fractions == sorted(fractions) and len(set(fractions)) == len(fractions)
+    assert fractions[-1] == pytest.approx(1.0)
+    ends = [s for s in steps if s.epoch_done]
+    assert [s.epoch for s in ends] == [1, 2] and all(s.epochs == 2 for s in steps)
+    assert all(s.val_loss is not None and s.val_loss > 0 for s in ends)
+    assert all(0 <= s.val_macro_recall <= 1 for s in ends)
+    assert all(s.val_loss is None for s in steps if not s.epoch_done)
+    assert all(s.train_loss > 0 for s in steps)
+    assert steps[0].batches == len(steps) // 2 and "epoch 1/2, batch 1/" in steps[0].describe()

@@ -70,3 +70,31 @@ def test_the_run_stages_fill_the_bar_in_order():
     shares = list(STAGES.values())
     assert shares == sorted(shares) and shares[-1] == 1.0
     assert list(STAGES) == ["data", "embed", "warmup", "cv", "fit", "evaluate", "register", "gate"]
+
+
+def test_callbacks_that_take_a_detail_get_it_and_two_argument_ones_still_work():
+    from model_runner.training.clock import FitStep, takes_detail
+
+    with_detail, plain = [], []
+    shares = {"cv": 0.5, "fit": 1.0}
+    clock = TrainingClock(
+        shares, progress=lambda stage, p, detail=None: with_detail.append((stage, p, detail))
+    )
+    old = TrainingClock(shares, progress=lambda stage, p: plain.append((stage, p)))
+    for c in (clock, old):
+        with c.stage("fit"):
+            report = c.fit_progress(0.1, 0.9)
+            report(FitStep(1, 2, 1, 4, 0.75))
+            report(FitStep(2, 2, 4, 4, 0.5, val_loss=0.6, val_macro_recall=0.8))
+    assert with_detail == [
+        ("fit", 0.5, None),
+        ("fit", pytest.approx(0.5 + 0.5 * (0.1 + 0.8 * 0.125)), "epoch 1/2, batch 1/4, loss 0.750"),
+        (
+            "fit",
+            pytest.approx(0.95),
+            "epoch 2/2, batch 4/4, loss 0.500, val loss 0.600, val macro recall 0.800",
+        ),
+    ]
+    assert plain == [(s, p) for s, p, _ in with_detail]
+    assert takes_detail(lambda s, p, d: None) and not takes_detail(lambda s, p: None)
+    assert not takes_detail([].append) and not takes_detail(None)

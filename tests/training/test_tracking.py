@@ -5,6 +5,7 @@ import json
 import mlflow
 import numpy as np
 import pytest
+from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
 
 from model_runner.data import DataSummary
 from model_runner.evaluation import EvalReport
@@ -16,7 +17,7 @@ from model_runner.training.cv import CandidateResult, FoldResult
 from model_runner.training.folds import Split
 from model_runner.training.plan import Plan
 from model_runner.training.search_space import Candidate
-from model_runner.training.tracking import RunTracker
+from model_runner.training.tracking import RunTracker, dataset_source
 from model_runner.training.warmup import Warmup
 from model_runner.wiring import Components
 
@@ -47,7 +48,7 @@ def _result(candidate: Candidate, scores: list[float]) -> CandidateResult:
     return CandidateResult(candidate, folds)
 
 
-def test_the_tracker_writes_the_run_record(tmp_path):
+def test_the_tracker_writes_the_run_record(tmp_path, monkeypatch):
     settings = Settings(home=tmp_path / "home")
     task = Task("sentiment", "data/", ("a", "b"), "macro_recall")
     low, high = Candidate.of("linear", C=0.1), Candidate.of("linear", C=1.0)
@@ -61,6 +62,9 @@ def test_the_tracker_writes_the_run_record(tmp_path):
     )
     quant = QuantizationReport("int8", "dynamic", 0.75, 0.74, 0.01, 0.99, 0.02, 0.97, "ok", 100.0, 200.0)
     gate = decide(0.75, None, tolerance=0.01, metric="macro_recall")
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()  # the split's source, a local folder
 
     with RunTracker.start(Components(settings), "sentiment") as tracker:
         tracker.log_plan(plan, _split())
@@ -108,8 +112,30 @@ def test_the_tracker_writes_the_run_record(tmp_path):
     assert {"data_summary.json", "quantization.json", "evaluation"} <= artifacts
     assert [a.path for a in client.list_artifacts(tracker.run_id, "evaluation")] == ["evaluation/report.json"]
 
+    # the splits are the run's inputs (metadata and label counts, not the tweets)
+    inputs = {}
+    for inp in run.inputs.dataset_inputs:
+        tags = {t.key: t.value for t in inp.tags}
+        inputs[tags["mlflow.data.context"]] = (inp.dataset, tags)
+    assert set(inputs) == {"training", "evaluation"}
+    train, train_tags = inputs["training"]
+    assert train.name == "sentiment-train" and train.source_type == "local"
+    assert json.loads(train.profile)["num_rows"] == 4
+    assert json.loads(train_tags["label_counts"]) == {"a": 2, "b": 2} and train_tags["data.hash"] == "h123"
+    assert "t0" not in train.source + train.profile + train.schema
+    assert inputs["evaluation"][0].name == "sentiment-eval"
+
     assert [row["candidate"] for row in table] == [low.name, high.name]
     assert table[1]["macro_recall_mean"] == pytest.approx(0.85) and table[1]["folds"] == 2
     children = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{tracker.run_id}'")
     assert sorted(c.info.run_name for c in children) == sorted([low.name, high.name])
     assert all(c.data.metrics["cv_macro_f1_std"] >= 0 for c in children)
+
+
+def test_dataset_sources():
+    assert isinstance(dataset_source("cardiffnlp/tweet_eval:sentiment"), HuggingFaceDatasetSource)
+    hub = dataset_source("cardiffnlp/tweet_eval:sentiment").to_dict()
+    assert (hub["path"], hub["config_name"]) == ("cardiffnlp/tweet_eval", "sentiment")
+    assert dataset_source("https://example.com/tweets.csv").to_dict() == {
+        "url": "https://example.com/tweets.csv"
+    }

@@ -25,7 +25,7 @@ def _encoder_weights(folder) -> dict[str, torch.Tensor]:
 def test_emotion_finetune_starts_from_an_encoder_warmed_up_on_sentiment(
     components, settings, dataset, emotion_data, tiny_bert, monkeypatch
 ):
-    settings.sentiment_data, settings.emotion_warmup_task = str(dataset), "sentiment"
+    settings.task_overrides = {"sentiment": {"data": str(dataset)}, "emotion": {"warmup": "sentiment"}}
     task = get_task("emotion", settings)
     base = _encoder_weights(tiny_bert)
     starts = []
@@ -62,8 +62,10 @@ def test_emotion_finetune_starts_from_an_encoder_warmed_up_on_sentiment(
 def test_missing_warmup_data_trains_from_the_base_encoder_and_says_so(
     components, settings, emotion_data, tiny_bert, tmp_path, monkeypatch
 ):
-    settings.sentiment_data = str(tmp_path / "no-such-folder")
-    settings.emotion_warmup_task = "sentiment"
+    settings.task_overrides = {
+        "sentiment": {"data": str(tmp_path / "no-such-folder")},
+        "emotion": {"warmup": "sentiment"},
+    }
     paths = []
     real = fitting.fit_finetune
     monkeypatch.setattr(fitting, "fit_finetune", lambda p, *a, **kw: paths.append(p) or real(p, *a, **kw))
@@ -81,7 +83,7 @@ def test_head_only_runs_and_tasks_without_warmup_skip_it(
 ):
     called = []
     monkeypatch.setattr(run_module, "warm_up_encoder", lambda *a, **kw: called.append(a))
-    settings.sentiment_data, settings.emotion_warmup_task = str(dataset), "sentiment"
+    settings.task_overrides = {"sentiment": {"data": str(dataset)}, "emotion": {"warmup": "sentiment"}}
     run_training(components, get_task("emotion", settings), data=str(emotion_data), adapters=["linear"])
     assert get_task("sentiment", settings).warmup == ""  # the default: no warm-up
     run_training(components, get_task("sentiment", settings), data=str(dataset), adapters=["linear"])
@@ -89,9 +91,9 @@ def test_head_only_runs_and_tasks_without_warmup_skip_it(
 
 
 def test_a_task_cannot_warm_up_on_itself_or_an_unknown_task(settings):
-    settings.emotion_warmup_task = "emotion"
+    settings.task_overrides = {"emotion": {"warmup": "emotion"}}
     with pytest.raises(ValueError, match="must name another task"):
         get_task("emotion", settings)
-    settings.emotion_warmup_task = "sarcasm"
+    settings.task_overrides = {"emotion": {"warmup": "sarcasm"}}
     with pytest.raises(ValueError, match="must name another task"):
         get_task("emotion", settings)

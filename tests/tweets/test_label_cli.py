@@ -30,13 +30,15 @@ def test_export_the_queue_label_it_and_import_it_back(env, db, tmp_path, capsys)
     assert [r["tweet_id"] for r in rows] == ["11", "12"] and rows[0]["label"] == ""
 
     rows[0]["label"] = "positive"
-    rows[1]["label"] = 0  # integer labels read through the task's order
+    rows[1]["label"] = 0  # integer labels read through a label map, never by position
     queue.write_text("".join(json.dumps(r) + "\n" for r in rows))
     capsys.readouterr()
-    assert main(["label", "import", str(queue)]) == 0
+    assert main(["label", "import", str(queue)]) == 2
+    assert "'0' is not one of" in capsys.readouterr().err
+    assert main(["label", "import", str(queue), "--label-map", "0=negative,1=positive"]) == 0
     first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert (first["added"], first["removed_from_review"]) == (2, 2)
-    assert main(["label", "import", str(queue)]) == 0
+    assert main(["label", "import", str(queue), "--label-map", "0=negative"]) == 0
     second = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert (second["added"], second["duplicates"]) == (0, 2)
     with db.connect() as conn:

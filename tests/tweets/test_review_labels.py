@@ -57,7 +57,7 @@ def test_a_bad_label_rejects_the_whole_batch(db):
     assert _feedback(db) == []
 
 
-def test_label_files_read_jsonl_and_csv_with_integer_labels(tmp_path):
+def test_label_files_read_jsonl_and_csv_with_integer_labels_through_a_map(tmp_path):
     jsonl = tmp_path / "labels.jsonl"
     jsonl.write_text(
         json.dumps({"text": "love it", "label": "positive"})
@@ -68,14 +68,17 @@ def test_label_files_read_jsonl_and_csv_with_integer_labels(tmp_path):
     csv_file = tmp_path / "labels.csv"
     csv_file.write_text("text,tweet_id,label\nmeh,,1\n,55,negative\n")
 
-    assert read_label_file(jsonl, LABELS) == [
+    label_map = {"0": "negative", "1": "neutral", "2": "positive"}
+    assert read_label_file(jsonl, label_map) == [
         LabelItem("positive", text="love it"),
         LabelItem("negative", tweet_id=123),
     ]
-    assert read_label_file(csv_file, LABELS) == [
+    assert read_label_file(csv_file, label_map) == [
         LabelItem("neutral", text="meh"),
         LabelItem("negative", tweet_id=55),
     ]
+    # without a map an integer stays what it is (and import_labels refuses it as no declared class)
+    assert read_label_file(csv_file, {})[0] == LabelItem("1", text="meh")
 
 
 @pytest.mark.parametrize(
@@ -92,4 +95,4 @@ def test_malformed_label_rows_are_named(tmp_path, line, problem):
     path = tmp_path / "bad.jsonl"
     path.write_text(line + "\n")
     with pytest.raises(InvalidLabels, match=problem):
-        read_label_file(path, LABELS)
+        read_label_file(path, {})

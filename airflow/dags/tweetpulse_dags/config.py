@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import tomllib
 from collections.abc import Mapping
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -58,6 +61,38 @@ DEFAULT_INSPECTOR: dict[str, Any] = {
 }
 
 DEFAULT_REPLY: dict[str, Any] = {"enabled": False, "dry_run": True}
+
+
+# The tasks the ModelRunner declares: the same TOML file it reads (TWEETPULSE_TASKS_FILE, else the
+# repository's model_runner/tasks.toml beside this dags folder). Only names and schedules are used here;
+# data, labels and maps are the ModelRunner's business.
+TASKS_FILE_ENV = "TWEETPULSE_TASKS_FILE"
+_REPO_TASKS_FILE = Path(__file__).resolve().parents[3] / "model_runner" / "tasks.toml"
+
+
+def declared_tasks() -> dict[str, dict[str, Any]]:
+    """Task name -> its table in the tasks file, in file order; a missing or broken file is an
+    import error of the DAG (shown in the UI), never a silent default list."""
+    path = Path(os.environ.get(TASKS_FILE_ENV) or _REPO_TASKS_FILE)
+    with path.open("rb") as handle:
+        tables = tomllib.load(handle)
+    tasks = {name: table for name, table in tables.items() if isinstance(table, dict)}
+    if not tasks:
+        raise ValueError(f"tasks file {path} declares no task")
+    return tasks
+
+
+def task_names() -> list[str]:
+    return list(declared_tasks())
+
+
+def retrain_schedule() -> tuple[str, str | None]:
+    """(task, schedule) of the scheduled retrain: the first declared task that has a schedule."""
+    tasks = declared_tasks()
+    for name, table in tasks.items():
+        if str(table.get("schedule") or "").strip():
+            return name, str(table["schedule"]).strip()
+    return next(iter(tasks)), None
 
 
 def default_args(**overrides: Any) -> dict[str, Any]:

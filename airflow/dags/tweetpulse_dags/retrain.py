@@ -28,8 +28,11 @@ SETTLE_GRACE_S = 300.0
 def training_request(params: dict[str, Any]) -> dict[str, Any]:
     """The POST /train body from the run's Params (null means: the ModelRunner's default)."""
     body = {
-        "task": params.get("task") or "sentiment",
+        "task": params.get("task") or None,  # null: the ModelRunner's first declared task
         "dataset": params.get("dataset") or None,
+        "label_map": params.get("label_map") or None,
+        "text_column": params.get("text_column") or None,
+        "label_column": params.get("label_column") or None,
         "adapters": params.get("adapters") or None,
         "folds": params.get("folds"),
         "sample_fraction": params.get("sample_fraction"),
@@ -56,7 +59,8 @@ def poke(runner: ModelRunner, job: dict[str, Any], timeout_minutes: float) -> tu
     """Done when the job ended or ran past the timeout; the sensor reschedules otherwise."""
     view = runner.training_job(job["job_id"])
     done = 100 * view["progress"]
-    log.info("job %s: %s, stage %s, %.0f%%", view["job_id"], view["state"], view.get("stage"), done)
+    detail = f" ({view['detail']})" if view.get("detail") else ""
+    log.info("job %s: %s, stage %s%s, %.0f%%", view["job_id"], view["state"], view.get("stage"), detail, done)
     if view["state"] in FINAL_STATES:
         if view.get("settled", True) or _ended_seconds_ago(view) > SETTLE_GRACE_S:
             return True, {"state": view["state"]}

@@ -1,4 +1,5 @@
-"""What is served (``/model``), the registry's versions, and the hot reload."""
+"""What is served (``/model``), the registry's versions, and the hot reload (from the registry, or from
+the Hub with ``model_source=hub``)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,14 @@ _VERSION_METRICS = ("macro_recall", "macro_f1", "accuracy", "macro_precision", "
 _PER_CLASS = ("recall_", "precision_", "f1_")
 
 
+class HubCommitView(BaseModel):
+    """Where a Hub-served model came from (``model_source=hub``)."""
+
+    repo_id: str
+    revision: str = Field(description="The revision configured (branch, tag or sha).")
+    commit: str = Field(description="The commit sha it resolved to and that serves.")
+
+
 class ServedModelView(BaseModel):
     """A served model as ``ServedModel.describe`` reports it."""
 
@@ -36,14 +45,26 @@ class ServedModelView(BaseModel):
     adapter: str | None
     base_model: dict[str, Any] | None = Field(description="The encoder: its id and revision.")
     mlflow_run_id: str | None
-    source: str
+    source: str = Field(description="models:/<name>/<version> (registry) or hf://<repo>@<commit> (Hub)")
+    hub: HubCommitView | None = Field(None, description="Served from the Hub: repo, revision, commit.")
     max_length: int
     loaded_at: str = Field(description="ISO 8601 time")
+
+
+class HubCheckView(BaseModel):
+    repo_id: str | None
+    revision: str
+    latest_commit: str | None = Field(description="The commit the revision pointed at, last check.")
+    serving_commit: str | None
+    last_check: str | None = Field(description="ISO 8601 time the Hub last answered; null: never.")
+    last_error: str | None = Field(description="Why the last check failed (cleared by a good one).")
 
 
 class TasksView(BaseModel):
     tasks: dict[str, ServedModelView | None] = Field(description="null: nothing serves the task yet")
     errors: dict[str, str] = Field(description="The last load error of a task, if any.")
+    source: Literal["registry", "hub"] = Field("registry", description="Where models come from.")
+    hub: dict[str, HubCheckView] | None = Field(None, description="model_source=hub: each task's checks.")
 
 
 class VersionView(BaseModel):
@@ -93,9 +114,12 @@ async def model(state: StateDep, task: str = Query("sentiment")):
     "/model/tasks", response_model=TasksView, summary="Every task and what serves it (null: nothing yet)"
 )
 async def tasks(state: StateDep):
+    hub = getattr(state, "hub", None)
     return {
         "tasks": {t: (m.describe() if (m := state.models.get(t)) else None) for t in state.models.tasks},
         "errors": dict(state.models.last_error),
+        "source": "hub" if hub is not None else "registry",
+        "hub": hub.status() if hub is not None else None,
     }
 
 
@@ -131,7 +155,8 @@ def _versions(registry, task: str, limit: int) -> dict:
     "/model/reload",
     response_model=ReloadView,
     dependencies=[Depends(require_admin)],
-    summary="Load the current champion(s) beside the served model, validate, then swap atomically",
+    summary="Load the current champion(s) beside the served model, validate, then swap atomically"
+    " (model_source=hub: check the Hub now and load a new commit)",
 )
 async def reload(state: StateDep, task: str | None = Query(None)):
     if task is not None:

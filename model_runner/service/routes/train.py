@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import re
+from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Query, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from model_runner.service.auth import require_admin
-from model_runner.service.deps import StateDep
+from model_runner.service.deps import StateDep, declared_task
 from model_runner.service.errors import Conflict, NotFound, Unprocessable
+from model_runner.service.schemas import TaskName
 from model_runner.settings import Settings
 from model_runner.store.jobs import HubPush, Job, ReloadRecord
+from model_runner.tasks import declared_tasks, default_task, parse_label_map
 
 router = APIRouter(tags=["training"])
 
@@ -29,8 +32,8 @@ def allowed_data_roots(settings) -> list[Path]:
         roots = [Path(r.strip()).expanduser() for r in settings.train_data_roots.split(",") if r.strip()]
     else:
         roots = [Path("../shared/datasets"), settings.resolved_home()]
-        for default in (settings.sentiment_data, settings.emotion_data):
-            path = Path(default).expanduser()
+        for task in declared_tasks(settings).values():
+            path = Path(task.data).expanduser()
             if path.exists():
                 roots.append(path.parent)
     return list(dict.fromkeys(root.resolve() for root in roots))
@@ -57,14 +60,46 @@ def check_dataset(value: str, settings) -> str:
     raise Unprocessable(f"dataset {value!r} is neither an existing path nor a Hub dataset id")
 
 
+_COLUMN = r"^[^\x00-\x1f]{1,200}$"
+
+
 class TrainRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={"examples": [{"adapters": ["linear", "lora"], "folds": 5}]},
+        json_schema_extra={
+            "examples": [
+                {"adapters": ["linear", "lora"], "folds": 5},
+                {
+                    "task": "sentiment",
+                    "dataset": "../shared/datasets/sentiment140.csv",
+                    "label_map": {"0": "negative", "2": "neutral", "4": "positive"},
+                    "text_column": "tweet",
+                    "label_column": "polarity",
+                },
+            ]
+        },
     )
-    task: Literal["sentiment", "emotion"] = "sentiment"
+    task: TaskName | None = Field(None, description="A declared task (`GET /tasks`); default: the first.")
     dataset: str | None = Field(
         None, min_length=1, max_length=1000, description="Path on the service host or a Hub dataset id."
+    )
+    label_map: (
+        dict[
+            Annotated[str, Field(min_length=1, max_length=100)],
+            Annotated[str, Field(min_length=1, max_length=100)],
+        ]
+        | None
+    ) = Field(
+        None,
+        max_length=1000,
+        description='Raw label -> class name, e.g. Sentiment140\'s {"0": "negative", "4": "positive"};'
+        " replaces the task's map for this job. Integer labels nothing names are refused (422 on the job).",
+    )
+    text_column: str | None = Field(
+        None, pattern=_COLUMN, description="Field holding the text (default: text)."
+    )
+    label_column: str | None = Field(
+        None, pattern=_COLUMN, description="Field holding the label (default: label)."
     )
     adapters: list[Literal["linear", "mlp", "lora", "finetune"]] | None = Field(None, min_length=1)
     folds: int | None = Field(None, ge=2, le=20)
@@ -79,6 +114,11 @@ class TrainRequest(BaseModel):
             raise ValueError(f"each adapter may be named once; repeated: {', '.join(duplicates)}")
         return value
 
+    @field_validator("label_map")
+    @classmethod
+    def _label_map(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        return parse_label_map(value) if value is not None else None
+
 
 class JobView(BaseModel):
     """A training job as the API shows it: the job row plus its typed result."""
@@ -87,6 +127,9 @@ class JobView(BaseModel):
     task: str
     state: Literal["queued", "running", "succeeded", "failed", "cancelled"]
     stage: str | None
+    detail: str | None = Field(
+        None, description="Where in its stage the job is, e.g. 'epoch 2/3, batch 120/400, loss 0.412'."
+    )
     progress: float
     params: dict[str, Any]
     metrics: dict[str, Any] | None
@@ -123,6 +166,7 @@ class JobView(BaseModel):
             task=job.task,
             state=job.state,
             stage=job.stage,
+            detail=job.detail,
             progress=round(float(job.progress), 4),
             params=job.params or {},
             metrics=job.metrics,
@@ -163,12 +207,49 @@ class JobAccepted(BaseModel):
 )
 async def start(state: StateDep, response: Response, body: TrainRequest | None = Body(None)):
     request = body or TrainRequest()
+    task = declared_task(state.settings, request.task or default_task(state.settings))
     params = request.model_dump(exclude_none=True, exclude={"task"})
     if request.dataset is not None:
         params["dataset"] = check_dataset(request.dataset, state.settings)
-    job = await state.jobs.submit(request.task, params)  # ActiveJobExists: 409 naming the job
+    job = await state.jobs.submit(task, params)  # ActiveJobExists: 409 naming the job
     response.headers["Location"] = f"/train/{job.id}"
     return JobAccepted(job_id=job.id)
+
+
+class TaskView(BaseModel):
+    """A declared task (the tasks file): what it trains on and how its data reads."""
+
+    name: str
+    data: str
+    metric: str
+    labels: list[str] = Field(description="The classes in order; empty = whatever the data holds.")
+    label_map: dict[str, str]
+    text_column: str
+    label_column: str
+    warmup: str
+    schedule: str = Field(description="Airflow schedule of its retrain; empty = only when triggered.")
+    served: bool = Field(description="This service loads and serves the task's model.")
+
+
+class TaskList(BaseModel):
+    tasks: list[TaskView]
+    default: str
+
+
+@router.get("/tasks", response_model=TaskList, summary="The declared tasks (the tasks file), in order")
+async def tasks(state: StateDep):
+    declared = declared_tasks(state.settings)
+    served = set(state.settings.task_list())
+    return TaskList(
+        tasks=[
+            TaskView(
+                **{**asdict(t), "labels": list(t.labels), "label_map": dict(t.label_map)},
+                served=name in served,
+            )
+            for name, t in declared.items()
+        ],
+        default=next(iter(declared)),
+    )
 
 
 @router.get("/train", response_model=JobList, summary="Recent training jobs, newest first")

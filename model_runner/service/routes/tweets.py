@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.concurrency import run_in_threadpool
 
 from model_runner.service.auth import require_admin
-from model_runner.service.deps import ComponentsDep, StateDep
+from model_runner.service.deps import ComponentsDep, StateDep, TaskQuery, declared_task
 from model_runner.service.errors import Conflict, Unprocessable
 from model_runner.service.schemas import (
     MAX_OFFSET,
@@ -38,7 +38,6 @@ from model_runner.service.schemas import (
     ReviewPage,
     SaneDate,
     SaneDatetime,
-    TaskName,
     TweetsRequest,
     TweetsStored,
     TweetsSummary,
@@ -104,6 +103,7 @@ def _embed_missing(components, texts: list[str]) -> int:
 def post_predictions(components: ComponentsDep, body: PredictionsRequest):
     from model_runner.tweets.predictions import TweetPrediction, upsert_predictions
 
+    declared_task(components.settings, body.task)
     preds = [TweetPrediction(p.tweet_id, p.label, p.scores) for p in body.predictions]
     threshold = components.settings.review_threshold
     # UnknownTweets: 422 naming the tweet ids
@@ -120,7 +120,7 @@ def post_predictions(components: ComponentsDep, body: PredictionsRequest):
 )
 def get_review(
     components: ComponentsDep,
-    task: TaskName = "sentiment",
+    task: TaskQuery,
     limit: int = Query(50, ge=1, le=1000),
     offset: int = Query(0, ge=0, le=MAX_OFFSET),
 ):
@@ -144,7 +144,7 @@ def post_labels(components: ComponentsDep, body: LabelsRequest):
     task = get_task(body.task, components.settings)
     items = [LabelItem(i.label, i.text, i.tweet_id) for i in body.items]
     # InvalidLabels: 422 listing the problems, nothing imported
-    result = import_labels(components.db, task.name, items, allowed_labels=task.int_labels)
+    result = import_labels(components.db, task.name, items, allowed_labels=task.labels or None)
     return {**asdict(result), "unknown_tweets": [str(t) for t in result.unknown_tweets]}
 
 
@@ -161,6 +161,7 @@ def post_daily_stats(components: ComponentsDep, body: DailyStatsRequest):
     last = body.until or datetime.now(UTC).date()
     first = last - timedelta(days=body.days - 1)
     db = components.db
+    declared_task(components.settings, body.task)
     stats = store_daily_stats(db, compute_daily_stats(db, body.task, first, last, found_by=body.found_by))
     logged = 0
     if body.log_to_mlflow:
@@ -181,7 +182,7 @@ def post_daily_stats(components: ComponentsDep, body: DailyStatsRequest):
 @router.get("/stats/daily", response_model=DailyStatsPage, summary="Stored daily inspection statistics")
 def get_daily_stats(
     components: ComponentsDep,
-    task: TaskName = "sentiment",
+    task: TaskQuery,
     days: int = Query(8, ge=1, le=366),
     until: SaneDate | None = None,
     found_by: SafeStr | None = Query(None, min_length=1, max_length=300),
@@ -206,7 +207,7 @@ def get_daily_stats(
     summary="Prepare drift's training reference: record the task's dataset if none is stored, embed"
     " what lacks a vector (feedback rows). GET /drift only reads what is there.",
 )
-async def prepare_drift_reference(state: StateDep, task: TaskName = "sentiment"):
+async def prepare_drift_reference(state: StateDep, task: TaskQuery):
     from model_runner.service.model_manager import in_own_thread
 
     components = state.components
@@ -239,7 +240,7 @@ def _prepare_reference(components, task: str) -> dict:
 )
 def get_drift(
     components: ComponentsDep,
-    task: TaskName = "sentiment",
+    task: TaskQuery,
     days: float = Query(7, gt=0, le=90),
     until: SaneDatetime | None = None,
 ):
@@ -263,7 +264,7 @@ def get_drift(
 )
 def get_summary(
     components: ComponentsDep,
-    task: TaskName = "sentiment",
+    task: TaskQuery,
     since: SaneDatetime | None = None,
     until: SaneDatetime | None = None,
     found_by: SafeStr | None = Query(None, min_length=1, max_length=300),
