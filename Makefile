@@ -76,8 +76,12 @@ screenshots: $(VENV)/.installed chromium
 
 test: install lint test-service test-airflow
 
+# The clean venvs of the two "outside" tests (tests/fresh_venvs.py) install in the background while
+# the suite runs; those tests wait for them.
 test-service: chromium
-	TWEETPULSE_REQUIRE_BROWSER=1 $(VENV)/bin/python -m pytest tests --ignore=tests/airflow
+	@mkdir -p .tweetpulse; $(VENV)/bin/python -m tests.fresh_venvs > .tweetpulse/fresh-venvs.log 2>&1 & prebuild=$$!; \
+	TWEETPULSE_REQUIRE_BROWSER=1 $(VENV)/bin/python -m pytest tests --ignore=tests/airflow; rc=$$?; \
+	wait $$prebuild; cat .tweetpulse/fresh-venvs.log; exit $$rc
 
 # The DAG tests run in Airflow's own environment (no torch); they start the ModelRunner from $(VENV).
 test-airflow:

@@ -2,20 +2,15 @@
 onnxruntime, transformers 4.57; no tweetpulse) runs the card's "how to use" code exactly as pushed,
 loading the model from the (fake) Hub, and labels 200 real tweets as the service's serving path does.
 
-The environment is built once per content of requirements/outside-client.txt, under
-``$TWEETPULSE_OUTSIDE_VENV_CACHE`` (default ``~/.cache/tweetpulse``): one to two minutes on a 2-core machine
-with the torch CPU wheel at hand; later runs reuse it.
+The environment is built once per content of requirements/outside-client.txt by tests/fresh_venvs.py
+(one to two minutes on a 2-core machine; ``make test`` starts it in the background), then reused.
 """
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import json
 import os
-import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -25,11 +20,10 @@ from huggingface_hub import constants
 
 from model_runner.hub.card import extract_usage
 from model_runner.hub.push import push_model
-from tests.conftest import REPO as PROJECT
 from tests.conftest import shared_dataset
+from tests.fresh_venvs import outside_client_venv
 from tests.hub.fake_hub import FakeHub
 
-REQUIREMENTS = PROJECT / "requirements" / "outside-client.txt"
 TOKEN = "hf_outsideCLIENTtoken0123456789"
 HUB_REPO = "acme/tweetpulse-sentiment"
 LABELS = ["negative", "neutral", "positive"]
@@ -52,29 +46,9 @@ json.dump({"has_model_runner": has_model_runner, "out": out}, open(sys.argv[2], 
 """
 
 
-def _outside_venv() -> Path:
-    digest = hashlib.sha256(REQUIREMENTS.read_bytes()).hexdigest()[:16]
-    cache = Path(os.environ.get("TWEETPULSE_OUTSIDE_VENV_CACHE") or Path.home() / ".cache" / "tweetpulse")
-    venv = cache / f"outside-client-{digest}"
-    cache.mkdir(parents=True, exist_ok=True)
-    with open(cache / f"outside-client-{digest}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # parallel runs build it once
-        if (venv / ".ready").is_file():
-            return venv
-        shutil.rmtree(venv, ignore_errors=True)
-        started = time.monotonic()
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-        # torch alone first: the CPU wheel (any other torch request would fetch a CUDA build)
-        subprocess.run([*pip, "torch==2.13.0"], check=True)
-        subprocess.run([*pip, "-r", str(REQUIREMENTS)], check=True)
-        (venv / ".ready").write_text(f"built in {time.monotonic() - started:.0f}s\n")
-    return venv
-
-
 @pytest.fixture(scope="module")
 def outside_python() -> Path:
-    return _outside_venv() / "bin" / "python"
+    return outside_client_venv() / "bin" / "python"
 
 
 @pytest.fixture(scope="module")

@@ -5,20 +5,17 @@ ships with the model). There, ``mlflow.pyfunc.load_model("models:/<name>@champio
 ``mlflow models serve`` answer with the labels the model gives in this process.
 
 Building that environment installs torch, transformers and mlflow (about two minutes here, from the
-local wheels), so it is cached under pytest's cache folder, keyed by the requirements and the
-interpreter; a cached one is reused only when it finished installing.
+local wheels): tests/fresh_venvs.py builds and caches it, keyed by the requirements and the
+interpreter, and ``make test`` starts that build in the background while the suite runs.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
-import sys
 import textwrap
 import time
 import urllib.error
@@ -28,14 +25,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.fresh_venvs import pyfunc_venv
 from tests.registry.conftest import SENTIMENT, TEXTS, active_run, new_registry
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
-INSTALL_TIMEOUT_S = 1500
 SERVE_READY_TIMEOUT_S = 240
 SERVE_ARGS = ("--env-manager", "local", "-h", "127.0.0.1", "-p")
-_DONE = ".tweetpulse-installed"
 
 # ~50 tweets of different shapes: the model's labels on them are compared one by one.
 _WORDS = ["love", "hate", "meh", "great", "awful", "update", "service", "phone", "today", "never"]
@@ -45,12 +41,6 @@ PROBE_TEXTS = [*TEXTS, "", "   ", "😀 so happy!!!", "@user http://t.co/abc #fa
         (_WORDS[i % 10], _WORDS[(3 * i + 1) % 10], _WORDS[(7 * i + 2) % 10]) for i in range(41)
     )
 ]
-
-
-def _quiet(output: str, lines: int = 40) -> str:
-    # This machine's pip config lists file:// mirrors that warn on every package.
-    kept = [line for line in output.splitlines() if "Location 'file:" not in line]
-    return "\n".join(kept[-lines:])
 
 
 def _child_env(store_uri: str, venv: Path) -> dict[str, str]:
@@ -77,34 +67,11 @@ def champion(mlflow_store, saved_models, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def fresh_venv(champion, request, tmp_path_factory) -> Path:
+def fresh_venv(champion) -> Path:
     """A new venv with only the champion's requirements.txt installed (cached across runs)."""
-    requirements = champion[1].read_text()
-    key = hashlib.sha256(f"{sys.version}\n{sys.platform}\n{requirements}".encode()).hexdigest()[:16]
-    cache = getattr(request.config, "cache", None)
-    root = cache.mkdir("pyfunc-fresh-venv") if cache is not None else tmp_path_factory.mktemp("venvs")
-    for stale in root.iterdir():  # venvs of earlier requirements: a few GB each
-        if stale.name != key:
-            shutil.rmtree(stale, ignore_errors=True)
-    venv = root / key
-    if (venv / _DONE).is_file():
-        return venv
-    shutil.rmtree(venv, ignore_errors=True)
-    # sys.executable may itself be a venv's python: venv builds on its base interpreter either way.
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
-    req_file = venv / "requirements.txt"
-    req_file.write_text(requirements)
-    # --no-compile: byte-compiling every installed module (torch has thousands) would take most of
-    # the install's minutes; the few modules a load imports compile on first use.
-    done = subprocess.run(
-        [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--no-compile", "-r", str(req_file)],
-        capture_output=True,
-        text=True,
-        timeout=INSTALL_TIMEOUT_S,
-    )
-    assert done.returncode == 0, _quiet(done.stdout + done.stderr)
-    (venv / _DONE).write_text(requirements)
-    return venv
+    # the venv holds exactly what the model's requirements.txt lists (make test prebuilds it from
+    # the same pins in the background; see tests/fresh_venvs.py)
+    return pyfunc_venv(champion[1].read_text().splitlines())
 
 
 @pytest.fixture(scope="module")

@@ -50,7 +50,9 @@ def write_coded_csv(path: Path, codes: tuple[int, ...], n: int, *, seed: int = 3
     return path
 
 
-def test_a_task_declared_only_in_the_tasks_file_trains_and_serves(tmp_path, pg_server, tiny_bert):
+def test_a_task_declared_only_in_the_tasks_file_trains_and_serves_and_label_maps_reach_the_job(
+    tmp_path, pg_server, tiny_bert
+):
     home = tmp_path / "home"
     stance = write_coded_csv(home / "data" / "stance.csv", (0, 2, 4), 60)
     sentiment = make_dataset(home / "data" / "sentiment")
@@ -90,38 +92,31 @@ def test_a_task_declared_only_in_the_tasks_file_trains_and_serves(tmp_path, pg_s
         r = c.get("/review", params={"task": "sarcasm"})
         assert r.status_code == 422 and r.json()["error"]["type"] == "unknown_task"
 
-
-def test_label_maps_and_columns_reach_the_job_and_unmapped_integers_fail_naming_them(fresh_settings):
-    home = fresh_settings.resolved_home()
-    binary = write_coded_csv(home / "data" / "binary.csv", (0, 4), 60)
-    with serve(fresh_settings) as server, server.client(headers=server.admin()) as c:
+        # the default task read with a label map and named columns, on the same service
+        binary = write_coded_csv(home / "data" / "binary.csv", (0, 4), 60)
+        admin = server.admin()
         # integer labels and no map: the job fails, naming the values it saw
         columns = {"text_column": "tweet", "label_column": "polarity"}
-        r = c.post("/train", json={"dataset": str(binary), **columns})
+        r = c.post("/train", json={"dataset": str(binary), **columns}, headers=admin)
         assert r.status_code == 202, r.text
         job = wait_for_job(c, r.json()["job_id"])
         assert job["state"] == "failed"
         assert "integers (0, 4)" in job["error"] and "label map" in job["error"], job["error"]
-        assert c.get("/model").json()["version"] == "1"  # the champion stays
-
         # a bad map is refused before any job exists
-        r = c.post("/train", json={"dataset": str(binary), "label_map": {"0": ""}})
+        r = c.post("/train", json={"dataset": str(binary), "label_map": {"0": ""}}, headers=admin)
         assert r.status_code == 422
-
         # Sentiment140's 0/4 with a map and named columns trains a two-class model
         body = {
             "dataset": str(binary),
             "label_map": {"0": "Negative", "4": "positive"},
-            "text_column": "tweet",
-            "label_column": "polarity",
             "folds": 2,
+            **columns,
         }
-        r = c.post("/train", json=body)
+        r = c.post("/train", json=body, headers=admin)
         assert r.status_code == 202, r.text
         job = wait_for_job(c, r.json()["job_id"])
         assert job["state"] == "succeeded", job
         assert job["params"]["label_map"] == {"0": "negative", "4": "positive"}
         assert job["params"]["text_column"] == "tweet"
-        versions = c.get("/model/versions", params={"task": "sentiment"}).json()["versions"]
-        newest = versions[0]
-        assert newest["version"] == job["model_version"]
+        r = c.post("/inference", json={"messages": ["terrible reject stop"]})
+        assert r.status_code == 200 and set(r.json()["predictions"][0]["scores"]) == {"negative", "positive"}
