@@ -37,7 +37,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from model_runner.modeling.classifier import CHECKSUMS_FILE, verify_files
+from model_runner.modeling.classifier import CHECKSUMS_FILE, file_sha256, verify_files
 from model_runner.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -208,14 +208,6 @@ def _git_blob_sha1(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def verify_against_hub(root: Path, commit: HubCommit) -> None:
     """Every downloaded file of ``commit`` is under ``root`` with the size and hash the Hub reported."""
     for entry in commit.downloaded_files():
@@ -227,7 +219,7 @@ def verify_against_hub(root: Path, commit: HubCommit) -> None:
                 f"{entry.path}: {local.stat().st_size} bytes, the Hub committed {entry.size}"
             )
         if entry.lfs_sha256:
-            if _sha256(local) != entry.lfs_sha256:
+            if file_sha256(local) != entry.lfs_sha256:
                 raise HubIntegrityError(f"{entry.path} does not match the sha256 the Hub committed")
         elif entry.blob_id and _git_blob_sha1(local) != entry.blob_id:
             raise HubIntegrityError(f"{entry.path} does not match the blob the Hub committed")

@@ -37,7 +37,7 @@ CHECKSUMS_FILE = "checksums.json"
 REQUIRED_FILES = ("config.json", "model.safetensors", "head.safetensors", "label_map.json", CONFIG_FILE)
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -48,7 +48,7 @@ def _sha256(path: Path) -> str:
 def write_checksums(folder: Path) -> None:
     """A manifest of every file so a copy (registry download, Hub) can be verified before it is served."""
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.name != CHECKSUMS_FILE)
-    manifest = {p.name: _sha256(p) for p in files}
+    manifest = {p.name: file_sha256(p) for p in files}
     (folder / CHECKSUMS_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True))
 
 
@@ -66,7 +66,7 @@ def verify_files(folder: Path) -> None:
         path = folder / name
         if not path.is_file():
             raise ValueError(f"model file {name} listed in {CHECKSUMS_FILE} is missing")
-        if _sha256(path) != expected:
+        if file_sha256(path) != expected:
             raise ValueError(f"model file {name} does not match its sha256 in {CHECKSUMS_FILE}")
 
 
