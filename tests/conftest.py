@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import uuid
 from pathlib import Path
@@ -80,3 +81,14 @@ def tiny_encoder(tiny_bert):
     from model_runner.encoder import FrozenEncoder
 
     return FrozenEncoder(str(tiny_bert), device="cpu", max_length=64, batch_size=16)
+
+
+# The default teacher is a 438 MB encoder whose fine-tune takes most of an hour on 2 CPU cores: runs
+# started by tests (in-process or as services) train without one unless a test opts in with its own
+# small teacher (tests/training/test_distill.py) or the real one (marked slow).
+os.environ.setdefault("TWEETPULSE_TEACHER", "off")
+# Choosing the serving runtime at load (the product's default, ``auto``) builds and times every
+# candidate: seconds per load, and the suite loads models a few hundred times. Tests serve with the
+# ONNX Runtime twin unless they test the choice itself (tests/modeling/test_runtimes.py,
+# tests/service/test_served_runtime.py, tests/service/test_health_metrics.py).
+os.environ.setdefault("TWEETPULSE_SERVING_RUNTIME", "onnxruntime")

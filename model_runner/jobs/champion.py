@@ -1,5 +1,5 @@
-"""Load a task's champion from the MLflow registry, as the service serves it (``load_for_serving``:
-int8 when training chose it, else ONNX Runtime or torch as ``serving_runtime`` says)."""
+"""Load a task's champion from the MLflow registry, as the service serves it (``load_for_serving``
+with the ``serving_runtime`` setting: measured at load for ``auto``, else the runtime it names)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 from model_runner.errors import NoChampionError
 from model_runner.modeling.classifier import TweetClassifier, verify_files
-from model_runner.modeling.serving import ServingChoice, load_for_serving
+from model_runner.modeling.serving import RuntimeChoice, load_for_serving
 from model_runner.registry import ModelRegistry, ModelVersionInfo
 from model_runner.settings import Settings
 from model_runner.wiring import Components
@@ -20,7 +20,7 @@ class LoadedModel:
     model: TweetClassifier
     version: ModelVersionInfo
     folder: Path
-    choice: ServingChoice | None = None  # how it is served; None for the plain fp32 model (serving=False)
+    choice: RuntimeChoice | None = None  # how it is served; None for the plain fp32 model (serving=False)
 
 
 def registry_for(settings: Settings) -> ModelRegistry:
@@ -46,6 +46,11 @@ def load_champion(
     if not serving:
         return LoadedModel(TweetClassifier.load(folder), champion, folder)
     model, choice = load_for_serving(
-        folder, runtime=settings.serving_runtime, tag=f"{champion.name}/{champion.version}"
+        folder,
+        runtime=settings.serving_runtime,
+        tag=f"{champion.name}/{champion.version}",
+        probe_texts=settings.runtime_probe_texts,
+        min_agreement=settings.quant_min_agreement,
+        max_drop=settings.quant_max_drop,
     )
     return LoadedModel(model, champion, folder, choice)

@@ -7,6 +7,7 @@ safetensors only (no pickle):
     head.safetensors                                  the classification head
     label_map.json                                    id2label / label2id
     tweetpulse.json                                   adapter config, labels, max length, serving choice
+    probe.json (optional)                             held-out texts + labels that runtimes are checked on
 
 This module is persistence and inference only. How a folder is served (fp32 torch, int8, ONNX Runtime)
 is decided in ``modeling/serving.py``: the int8 variant is not stored (dynamic quantization is a
@@ -34,6 +35,10 @@ from model_runner.modeling.heads import build_head, head_spec
 FORMAT_VERSION = 1
 CONFIG_FILE = "tweetpulse.json"
 CHECKSUMS_FILE = "checksums.json"
+# Held-out evaluation texts (and labels) the model was scored on, written by training: at load, every
+# candidate runtime answers them to prove it agrees with fp32 (``runtimes``). Optional: older folders
+# have none and are probed on the canaries only, so it is not among REQUIRED_FILES.
+PROBE_FILE = "probe.json"
 REQUIRED_FILES = ("config.json", "model.safetensors", "head.safetensors", "label_map.json", CONFIG_FILE)
 
 
@@ -80,6 +85,7 @@ class TweetClassifier(nn.Module):
         *,
         max_length: int = 128,
         meta: dict[str, Any] | None = None,
+        probe: dict[str, list] | None = None,
     ):
         super().__init__()
         self.encoder = encoder
@@ -88,6 +94,8 @@ class TweetClassifier(nn.Module):
         self.labels = list(labels)
         self.max_length = max_length
         self.meta: dict[str, Any] = dict(meta or {})
+        # {"texts": [...], "labels": [...]}: held-out rows for checking serving runtimes (PROBE_FILE)
+        self.probe: dict[str, list] | None = probe
 
     # --- inference ---------------------------------------------------------------------------------
     def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -171,6 +179,14 @@ class TweetClassifier(nn.Module):
             "head": head_spec(self.head),
         }
         (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True))
+        probe_path = folder / PROBE_FILE
+        if self.probe is not None:
+            probe = {"texts": list(self.probe.get("texts", []))}
+            if self.probe.get("labels") is not None:
+                probe["labels"] = [_plain(v) for v in self.probe["labels"]]
+            probe_path.write_text(json.dumps(probe, ensure_ascii=False))
+        else:
+            probe_path.unlink(missing_ok=True)  # a stale probe of an earlier save would be checksummed
         write_checksums(folder)
         return folder
 
@@ -192,6 +208,20 @@ class TweetClassifier(nn.Module):
         meta = {
             k: v for k, v in config.items() if k not in {"format", "labels", "max_length", "pooling", "head"}
         }
-        model = cls(encoder, tokenizer, head, config["labels"], max_length=config["max_length"], meta=meta)
+        probe = json.loads((folder / PROBE_FILE).read_text()) if (folder / PROBE_FILE).is_file() else None
+        model = cls(
+            encoder,
+            tokenizer,
+            head,
+            config["labels"],
+            max_length=config["max_length"],
+            meta=meta,
+            probe=probe,
+        )
         model.eval().requires_grad_(False).to(device)
         return model
+
+
+def _plain(value: Any) -> Any:
+    """A label as JSON holds it (numpy integers and strings from an evaluation split included)."""
+    return value.item() if isinstance(value, np.generic) else value

@@ -5,7 +5,10 @@ builds a :class:`TweetPulsePyfunc`) instead of a cloudpickled object, so loading
 never unpickles anything (DESIGN §6). The classifier folder itself travels as the artifact ``model``
 and is loaded with ``load_for_serving`` (safetensors only), the way the service loads it: int8 when
 training chose it. The runtime is torch unless the loader asks for another through MLflow's
-``model_config`` (``{"runtime": "onnxruntime"}``): ONNX Runtime is not among the pinned requirements.
+``model_config``: ``{"runtime": "auto"}`` (or any ``serving_runtime`` value) measures the candidates at
+load like the service, and ``runtime_probe_texts`` / ``quant_min_agreement`` / ``quant_max_drop`` set
+its gate. torch stays the default because a pyfunc's answers must not depend on the machine that
+loads it, and ONNX Runtime is not among the pinned requirements (auto then just skips it).
 
 The code travels with the model: the ``model_runner`` package is logged as the model's ``code_paths``
 (MLflow puts it on ``sys.path`` before running the entry script), and the requirements pin only real
@@ -74,11 +77,22 @@ class TweetPulsePyfunc(PythonModel):
 
     def __init__(self) -> None:
         self._model = None
-        self.choice = None  # the ServingChoice made at load_context
+        self.choice = None  # the RuntimeChoice made at load_context
 
     def load_context(self, context: PythonModelContext) -> None:
-        runtime = (getattr(context, "model_config", None) or {}).get("runtime", TORCH)
-        self._model, self.choice = load_for_serving(Path(context.artifacts[MODEL_ARTIFACT]), runtime=runtime)
+        config = getattr(context, "model_config", None) or {}
+        gate = {
+            key: type_(config[name])
+            for key, name, type_ in (
+                ("probe_texts", "runtime_probe_texts", int),
+                ("min_agreement", "quant_min_agreement", float),
+                ("max_drop", "quant_max_drop", float),
+            )
+            if name in config
+        }
+        self._model, self.choice = load_for_serving(
+            Path(context.artifacts[MODEL_ARTIFACT]), runtime=config.get("runtime", TORCH), **gate
+        )
 
     def predict(
         self, context: PythonModelContext, model_input: pd.DataFrame, params: dict[str, Any] | None = None

@@ -109,6 +109,9 @@ class HubSource:
             version=hub_version(pull.registry_version(folder), commit),
             run_id=meta.get("mlflow_run_id"),
             runtime=settings.serving_runtime,
+            probe_texts=settings.runtime_probe_texts,
+            min_agreement=settings.quant_min_agreement,
+            max_drop=settings.quant_max_drop,
             source=f"hf://{commit.repo_id}@{commit.sha}",
             hub=commit.describe(),
         )

@@ -46,6 +46,18 @@ class ServiceMetrics:
             ["task", "name", "version", "serving"],
             registry=r,
         )
+        self.runtime_info = Gauge(
+            "tweetpulse_serving_runtime_info",
+            "Runtime serving the task's model, as chosen at load (value 1)",
+            ["task", "runtime", "precision"],
+            registry=r,
+        )
+        self.runtime_speed = Gauge(
+            "tweetpulse_runtime_texts_per_second",
+            "Batched throughput each runtime within the accuracy gate measured at the last load",
+            ["task", "runtime"],
+            registry=r,
+        )
         self.reloads = Counter("tweetpulse_model_reloads", "Model reloads", ["task", "outcome"], registry=r)
         self.jobs = Gauge(
             "tweetpulse_training_jobs", "Training jobs by state (this service)", ["state"], registry=r
@@ -61,11 +73,18 @@ class ServiceMetrics:
 
     def served(self, model) -> None:
         # one series per task: drop the previous version's before setting the new one
-        for labels in list(self.model_info._metrics):
-            if labels[0] == model.task:
-                self.model_info.remove(*labels)
-        serving = "int8" if model.quantized else "fp32"
-        self.model_info.labels(model.task, model.name, model.version, serving).set(1)
+        for gauge in (self.model_info, self.runtime_info, self.runtime_speed):
+            for labels in list(gauge._metrics):
+                if labels[0] == model.task:
+                    gauge.remove(*labels)
+        precision = getattr(model, "precision", "int8" if model.quantized else "fp32")
+        self.model_info.labels(model.task, model.name, model.version, precision).set(1)
+        runtime = getattr(model, "runtime_name", "torch-int8" if model.quantized else "torch")
+        self.runtime_info.labels(model.task, runtime, precision).set(1)
+        choice = getattr(model, "choice", None)
+        for candidate in choice.candidates if choice is not None else ():
+            if candidate.texts_per_s is not None:
+                self.runtime_speed.labels(model.task, candidate.name).set(candidate.texts_per_s)
 
     def job_counts(self, counts: dict[str, int]) -> None:
         for state in JOB_STATES:

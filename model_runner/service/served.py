@@ -18,7 +18,7 @@ import numpy as np
 from model_runner.errors import NoChampionError
 from model_runner.jobs.champion import registry_for
 from model_runner.modeling.classifier import TweetClassifier, verify_files
-from model_runner.modeling.serving import CANARY_TEXTS, load_for_serving, runtime_of
+from model_runner.modeling.serving import CANARY_TEXTS, RuntimeChoice, load_for_serving, runtime_of
 from model_runner.registry import ModelVersionInfo, UntrustedVersionError
 from model_runner.settings import Settings
 
@@ -44,6 +44,23 @@ class ServedModel:
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     # served from the Hub: {"repo_id", "revision" (as configured), "commit" (the sha)}; None: registry
     hub: dict | None = None
+    # how it is served (runtime, precision, every candidate measured); None: built without the loader
+    choice: RuntimeChoice | None = None
+
+    @property
+    def precision(self) -> str:
+        """``fp32``, ``int8``, ``bf16`` or ``fp16``: the arithmetic of the served runtime."""
+        if self.choice is not None:
+            return self.choice.precision
+        return "int8" if self.quantized else "fp32"
+
+    @property
+    def runtime_name(self) -> str:
+        """The serving runtime, as ``serving_runtime`` names them (``onnxruntime-int8``, ...)."""
+        if self.choice is not None:
+            return self.choice.name
+        engine = runtime_of(self.model)
+        return f"{engine}-int8" if self.quantized else engine
 
     @property
     def labels(self) -> list[str]:
@@ -60,11 +77,15 @@ class ServedModel:
             "version": self.version,
             "labels": self.labels,
             "quantized": self.quantized,
-            "serving": "int8" if self.quantized else "fp32",
+            "serving": self.precision,
             "runtime": runtime_of(self.model),
+            "serving_runtime": self.runtime_name,
+            "precision": self.precision,
+            "runtime_selection": self.choice.to_dict() if self.choice is not None else None,
             "metrics": self.metrics,
             "adapter": self.model.meta.get("adapter"),
             "base_model": self.model.meta.get("base_model"),
+            "teacher": self.model.meta.get("teacher"),
             "mlflow_run_id": self.run_id,
             "source": self.source,
             "hub": self.hub,
@@ -124,6 +145,9 @@ def load_version(
             version=info.version,
             run_id=info.run_id,
             runtime=settings.serving_runtime,
+            probe_texts=settings.runtime_probe_texts,
+            min_agreement=settings.quant_min_agreement,
+            max_drop=settings.quant_max_drop,
         )
     finally:
         # weights are in memory now; the download is not needed
@@ -140,10 +164,15 @@ def load_folder(
     runtime: str = "torch",
     source: str | None = None,
     hub: dict | None = None,
+    probe_texts: int = 256,
+    min_agreement: float = 0.97,
+    max_drop: float = 0.01,
 ) -> ServedModel:
-    """Verify, load as served (``load_for_serving`` picks int8 / ONNX Runtime / torch), validate.
+    """Verify, load as served (``load_for_serving`` picks the runtime: measured for ``auto``), validate.
 
-    The task and the canaries are checked on the loaded torch model, before any ONNX export.
+    The task and the canaries are checked on the loaded torch model, before any other runtime is
+    built. ``probe_texts``, ``min_agreement``, ``max_drop``: the settings ``runtime_probe_texts`` and
+    ``quant_*`` (the accuracy gate every measured runtime must pass).
     """
     tag = f"{name}/{version}"
 
@@ -155,7 +184,15 @@ def load_folder(
 
     try:
         verify_files(folder)
-        model, choice = load_for_serving(folder, runtime=runtime, check=accept, tag=tag)
+        model, choice = load_for_serving(
+            folder,
+            runtime=runtime,
+            check=accept,
+            tag=tag,
+            probe_texts=probe_texts,
+            min_agreement=min_agreement,
+            max_drop=max_drop,
+        )
     except ModelValidationError:
         raise
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
@@ -170,4 +207,5 @@ def load_folder(
         run_id=run_id,
         source=source or f"models:/{name}/{version}",
         hub=hub,
+        choice=choice,
     )

@@ -5,8 +5,10 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from model_runner.modeling.runtimes import REDUCED_PRECISION_MARGIN
 from model_runner.store import ExampleStore
 from model_runner.store.examples import Example
 from tests.service.conftest import serve
@@ -81,6 +83,38 @@ def test_model_describes_what_is_served(live):
         assert c.get("/docs").status_code == 200
         schema = c.get("/openapi.json").json()
         assert "examples" in str(schema["components"]["schemas"]["InferenceRequest"])
+
+
+def test_model_and_metrics_report_the_runtime_chosen_at_load(service_settings):
+    auto = service_settings.model_copy(update={"serving_runtime": "auto"})  # the product's default
+    with serve(auto) as live, live.client() as c:
+        body = c.get("/model").json()
+        text = c.get("/metrics").text
+    selection = body["runtime_selection"]
+    assert selection["requested"] == live.state.settings.serving_runtime == "auto"
+    assert body["serving_runtime"] == selection["name"] and body["precision"] == selection["precision"]
+    assert body["serving"] == body["precision"] and body["runtime"] == selection["runtime"]
+    assert body["quantized"] == (body["precision"] == "int8")
+    candidates = {row["name"]: row for row in selection["candidates"]}
+    assert candidates["torch"]["accepted"] and candidates["torch"]["texts_per_s"] > 0
+    assert candidates[body["serving_runtime"]]["accepted"]
+    # the one served is the fastest of those within the gate (reduced precision needs a 5% lead)
+    accepted = [row for row in selection["candidates"] if row["accepted"]]
+    fastest = max(row["texts_per_s"] for row in accepted)
+    assert candidates[body["serving_runtime"]]["texts_per_s"] * REDUCED_PRECISION_MARGIN >= fastest
+    assert all(row["texts_per_s"] is None for row in selection["candidates"] if not row["accepted"])
+
+    samples = [
+        (s.name, s.labels, s.value) for fam in text_string_to_metric_families(text) for s in fam.samples
+    ]
+    info = [lbl for name, lbl, v in samples if name == "tweetpulse_serving_runtime_info" and v == 1]
+    assert {"task": "sentiment", "runtime": body["serving_runtime"], "precision": body["precision"]} in info
+    speeds = {
+        lbl["runtime"]: v
+        for name, lbl, v in samples
+        if name == "tweetpulse_runtime_texts_per_second" and lbl["task"] == "sentiment"
+    }
+    assert speeds == pytest.approx({row["name"]: row["texts_per_s"] for row in accepted})
 
 
 def test_similar_returns_the_nearest_stored_labelled_tweets(live):

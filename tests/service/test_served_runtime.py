@@ -71,3 +71,25 @@ def test_a_twin_that_answers_differently_is_dropped(folder, monkeypatch, caplog)
         got = load_folder(folder, task="sentiment", name="m", version="1", runtime="onnxruntime")
     assert got.describe()["runtime"] == "torch"
     assert "differs from torch" in caplog.text
+
+
+def test_auto_measures_the_candidates_and_describes_the_choice(folder):
+    got = load_folder(folder, task="sentiment", name="m", version="1", runtime="auto", probe_texts=16)
+    body = got.describe()
+    selection = body["runtime_selection"]
+    assert selection["requested"] == "auto" and selection["probe"] == "canaries"  # no probe.json here
+    assert body["serving_runtime"] == selection["name"] == got.choice.name
+    assert body["runtime"] == ("onnxruntime" if isinstance(got.model, OnnxTweetClassifier) else "torch")
+    assert got.quantized == (body["precision"] == "int8")
+    names = [row["name"] for row in selection["candidates"]]
+    assert names[0] == "torch" and {"onnxruntime", "torch-int8", "onnxruntime-int8"} <= set(names)
+
+
+def test_a_forced_runtime_that_misses_the_gate_serves_fp32_torch(folder, caplog):
+    # min_agreement above 1 cannot be met by any runtime but fp32 torch itself
+    with caplog.at_level(logging.WARNING):
+        got = load_folder(
+            folder, task="sentiment", name="m", version="1", runtime="torch-bf16", min_agreement=1.01
+        )
+    assert got.describe()["serving_runtime"] == "torch" and got.describe()["precision"] == "fp32"
+    assert "torch-bf16 was asked for but misses the gate" in caplog.text

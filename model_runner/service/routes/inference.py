@@ -101,7 +101,7 @@ async def inference(state: StateDep, body: InferenceRequest, request: Request, r
             "name": served.name,
             "version": served.version,
             "task": served.task,
-            "serving": "int8" if served.quantized else "fp32",
+            "serving": served.precision,
         },
         "predictions": predictions,
     }

@@ -31,6 +31,38 @@ class HubCommitView(BaseModel):
     commit: str = Field(description="The commit sha it resolved to and that serves.")
 
 
+class RuntimeCandidateView(BaseModel):
+    """One runtime measured at load: within the accuracy gate or why not, and how fast."""
+
+    name: str = Field(description="torch, onnxruntime, torch-int8, onnxruntime-int8, torch-bf16, cuda")
+    engine: Literal["torch", "onnxruntime"]
+    precision: str = Field(description="fp32, int8, bf16 or fp16")
+    accepted: bool = Field(description="Within the accuracy gate against fp32 torch.")
+    reason: str = Field(description="Why it was dropped; empty when accepted.")
+    texts_per_s: float | None = Field(description="Batched throughput at load (accepted ones only).")
+    agreement: float | None = Field(description="Label agreement with fp32 torch on the probe texts.")
+    score_drop: float | None = Field(description="Primary metric drop on labelled probe texts.")
+    canary_diff: float | None = Field(description="Largest probability difference on the canaries.")
+    method: str | None = Field(description="How it was built, e.g. static-qdq, dynamic, 3 layers fp32.")
+    fp32_layers: list[str] = Field(description="int8 mixed precision: Linear layers kept fp32.")
+    seconds: float | None = Field(None, description="What building and judging it cost at load.")
+
+
+class RuntimeSelectionView(BaseModel):
+    """How the serving runtime was chosen at load (``serving_runtime``: auto measures them all)."""
+
+    name: str
+    runtime: Literal["torch", "onnxruntime"]
+    precision: str
+    requested: str = Field(description="The serving_runtime setting: auto or a runtime name.")
+    probe: str | None = Field(description="evaluation (the model's held-out texts) or canaries; null: none")
+    probe_texts: int
+    fp32_layers: list[str] = Field(description="int8 mixed precision: Linear layers kept fp32.")
+    reason: str
+    seconds: float | None = Field(None, description="What the choice cost at load.")
+    candidates: list[RuntimeCandidateView] = Field(description="Every runtime measured; empty: none.")
+
+
 class ServedModelView(BaseModel):
     """A served model as ``ServedModel.describe`` reports it."""
 
@@ -38,12 +70,22 @@ class ServedModelView(BaseModel):
     name: str
     version: str
     labels: list[str]
-    quantized: bool
-    serving: Literal["int8", "fp32"]
-    runtime: Literal["torch", "onnxruntime"]
+    quantized: bool = Field(description="int8 serves (torch or ONNX Runtime).")
+    serving: Literal["int8", "fp32", "bf16", "fp16"] = Field(description="The served precision.")
+    runtime: Literal["torch", "onnxruntime"] = Field(description="The engine of the forward pass.")
+    serving_runtime: str = Field(
+        "torch", description="The runtime serving: torch, onnxruntime, torch-int8, onnxruntime-int8, ..."
+    )
+    precision: str = Field("fp32", description="fp32, int8, bf16 or fp16 (the same as serving).")
+    runtime_selection: RuntimeSelectionView | None = Field(
+        None, description="How the runtime was chosen at load, with every candidate's figures."
+    )
     metrics: dict[str, Any] = Field(description="Headline figures of the model's training run.")
     adapter: str | None
     base_model: dict[str, Any] | None = Field(description="The encoder: its id and revision.")
+    teacher: dict[str, Any] | None = Field(
+        None, description="A distilled student's teacher: its key, base id and revision, training rows."
+    )
     mlflow_run_id: str | None
     source: str = Field(description="models:/<name>/<version> (registry) or hf://<repo>@<commit> (Hub)")
     hub: HubCommitView | None = Field(None, description="Served from the Hub: repo, revision, commit.")

@@ -101,7 +101,7 @@ class TrainRequest(BaseModel):
     label_column: str | None = Field(
         None, pattern=_COLUMN, description="Field holding the label (default: label)."
     )
-    adapters: list[Literal["linear", "mlp", "lora", "finetune"]] | None = Field(None, min_length=1)
+    adapters: list[Literal["linear", "mlp", "lora", "finetune", "distill"]] | None = Field(None, min_length=1)
     folds: int | None = Field(None, ge=2, le=20)
     sample_fraction: float | None = Field(None, gt=0, le=1, description="Train on a stratified share.")
     include_feedback: bool = Field(True, description="Add labelled feedback rows to the training data.")
