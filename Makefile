@@ -9,7 +9,7 @@ VENV_AF := .venv-airflow
 # This machine's pip config lists file:// mirrors that warn on every package; keep the log readable.
 QUIET_PIP := grep -v "Location 'file:" || true
 
-.PHONY: help install demo up down status screenshots chromium test test-service test-airflow lint bench clean
+.PHONY: help install demo up down status screenshots chromium test test-service test-airflow lint bench gpu-check clean
 
 help:
 	@echo "make demo      install, start the local stack, retrain through Airflow, inspect tweets, summary"
@@ -22,14 +22,16 @@ help:
 	@echo "make screenshots  PNGs of the running stack (after make demo) into docs/images/ (needs chromium)"
 	@echo "make lint      ruff"
 	@echo "make bench     benchmarks (encoder throughput, embedding cache cold vs warm)"
+	@echo "make gpu-check on an NVIDIA GPU machine: training stages and serving on CUDA (ARGS=--quick)"
 
 install: $(VENV)/.installed $(VENV_AF)/.installed
 
-$(VENV)/.installed: requirements/service.lock requirements/dev.lock pyproject.toml
+$(VENV)/.installed: requirements/service.lock requirements/dev.lock requirements/teacher.txt pyproject.toml
 	@echo "==> installing the service environment in $(VENV)"
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	@$(VENV)/bin/python -m pip install -q --upgrade pip 2>&1 | $(QUIET_PIP)
 	@$(VENV)/bin/python -m pip install -q -r requirements/service.lock -r requirements/dev.lock 2>&1 | $(QUIET_PIP)
+	@$(VENV)/bin/python -m pip install -q --no-deps -r requirements/teacher.txt 2>&1 | $(QUIET_PIP)
 	@$(VENV)/bin/python -m pip install -q --no-deps -e . 2>&1 | $(QUIET_PIP)
 	@$(VENV)/bin/python -c "import torch, transformers, pgserver, model_runner" # fail here, not in tests
 	@touch $@
@@ -95,6 +97,10 @@ lint:
 
 bench: $(VENV)/.installed
 	$(VENV)/bin/python -m benchmarks $(ARGS)
+
+# One prepared run on a GPU machine (JSON + Markdown rows into benchmarks/out/); exits 2 without CUDA.
+gpu-check: $(VENV)/.installed
+	$(VENV)/bin/python -m benchmarks.gpu_check $(ARGS)
 
 clean:
 	rm -rf $(VENV) $(VENV_AF) .pytest_cache .ruff_cache

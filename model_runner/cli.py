@@ -184,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="cross-validate adapters, train the best, gate and register it")
     train.add_argument("--data", help="file, folder or Hub dataset id (default: the task's data)")
-    train.add_argument("--adapters", help="comma-separated subset of linear,mlp,lora,finetune")
+    train.add_argument("--adapters", help="comma-separated subset of linear,mlp,lora,finetune,distill")
     train.add_argument("--folds", type=int, help="stratified CV folds")
     train.add_argument("--sample-fraction", type=float, help="train on a stratified sample (quick runs)")
     _add_task(train, data_options=True)

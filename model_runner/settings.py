@@ -68,8 +68,9 @@ class Settings(BaseSettings):
 
     # --- training ------------------------------------------------------------------------------------
     adapters: str = Field(
-        default="linear,mlp,finetune",
-        description="Adapters cross-validation chooses from (comma-separated): linear, mlp, lora, finetune.",
+        default="linear,mlp,distill",
+        description="Adapters cross-validation chooses from (comma-separated): linear, mlp, lora,"
+        " finetune, distill (the fine-tune that also learns from the teacher).",
     )
     cv_folds: int = Field(default=5, ge=2, le=20, description="Stratified k-fold CV folds per candidate.")
     cv_workers: int = Field(
@@ -80,6 +81,31 @@ class Settings(BaseSettings):
     )
     gate_tolerance: float = Field(
         default=0.005, ge=0, description="Promote when candidate score >= champion score - tolerance."
+    )
+    teacher: Literal["auto", "off", "refit"] = Field(
+        default="auto",
+        description="The distillation teacher. auto: fine-tune it when the task has none yet (or its data"
+        " changed a lot), else reuse it and its cached logits; refit: fine-tune it again now; off: no"
+        " teacher (the distill adapter then trains on labels only).",
+    )
+    teacher_id: str = Field(
+        default="sentence-transformers/all-mpnet-base-v2",
+        description="The teacher's base encoder: the default resolves offline from its digest-checked"
+        " PyPI split packages; a local folder or another Hub id works too.",
+    )
+    teacher_revision: str | None = Field(
+        default=None, description="Hub revision of a teacher_id that is not the pinned default."
+    )
+    teacher_refit_new_share: float = Field(
+        default=0.3,
+        gt=0,
+        le=1,
+        description="auto refits the teacher when this share of the training texts is new to it.",
+    )
+    distill_unlabelled_max: int = Field(
+        default=5000,
+        ge=0,
+        description="Most stored inspector tweets (unlabelled) the student also learns from, newest first.",
     )
     quant_max_drop: float = Field(
         default=0.01, ge=0, description="Largest metric drop accepted from int8 quantization."
@@ -152,10 +178,19 @@ class Settings(BaseSettings):
         description="Results kept per task for texts the served model has already classified (LRU,"
         " emptied on reload; retweets repeat verbatim); 0 = off. Repeats within a batch always run once.",
     )
-    serving_runtime: Literal["onnxruntime", "torch"] = Field(
-        default="onnxruntime",
-        description="How fp32 models are served: ONNX Runtime (exported at load, checked against torch;"
-        " ~2x faster for single messages) or torch. int8 models always use torch dynamic int8.",
+    serving_runtime: Literal[
+        "auto", "torch", "onnxruntime", "torch-int8", "onnxruntime-int8", "torch-bf16", "cuda"
+    ] = Field(
+        default="auto",
+        description="How a loaded model is served. auto: measure at load every runtime this machine"
+        " supports (fp32 torch and ONNX Runtime, int8, bf16 where the CPU has AMX/AVX512-BF16, CUDA on a"
+        " GPU), keep those within the accuracy gate, serve the fastest. A name forces that runtime (it"
+        " must still pass the gate, else fp32 serves).",
+    )
+    runtime_probe_texts: int = Field(
+        default=256,
+        ge=16,
+        description="Evaluation texts each candidate runtime answers at load (agreement and speed).",
     )
     inference_threads: int = Field(
         default=0, ge=0, description="Threads for serving (torch and ONNX Runtime); 0 = all cores."

@@ -85,6 +85,13 @@ class Components:
 
         return JobStore(self.db, lease_s=self.settings.job_lease_s)
 
+    @cached_property
+    def teachers(self):
+        """Distillation teachers and their cached logits."""
+        from model_runner.teacher import TeacherStore
+
+        return TeacherStore(self.db, write_batch=self.settings.embed_write_batch)
+
     def examples(self, task: str):
         from model_runner.store import ExampleStore
 

@@ -62,7 +62,7 @@ def _runner() -> ModelRunner:
         "adapters": Param(
             None,
             type=["null", "array"],
-            items={"type": "string", "enum": ["linear", "mlp", "lora", "finetune"]},
+            items={"type": "string", "enum": ["linear", "mlp", "lora", "finetune", "distill"]},
             minItems=1,
             uniqueItems=True,
             description="Adapters to cross-validate (null: the ModelRunner's default)",

@@ -40,10 +40,11 @@ class StackConfig(BaseSettings):
     demo_full: bool = Field(
         default=False,
         validation_alias=AliasChoices("TWEETPULSE_DEMO_FULL", "TWEETPULSE_STACK_DEMO_FULL"),
-        description="Train the full default model (fine-tuned encoder) instead of the quick heads.",
+        description="Train the full default model (the teacher, then the distilled student) instead of the"
+        " quick heads.",
     )
     # The ModelRunner's default TWEETPULSE_ADAPTERS (model_runner/settings.py; a test keeps them equal).
-    full_adapters: str = "linear,mlp,finetune"
+    full_adapters: str = "linear,mlp,distill"
     # Held-out macro recall (validation.jsonl) of the full default on 2 CPU cores, quoted by the summary.
     full_macro_recall: float = 0.66
     demo_conf: str = Field(default="", description="JSON conf of the demo's weekly_retrain run.")

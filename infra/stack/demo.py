@@ -128,7 +128,7 @@ def _names(adapters) -> str:
 def trained_what(adapters: list[str] | None, cfg: StackConfig) -> str:
     """One line saying what this retrain trains: the quick heads or the full default."""
     adapters = list(adapters or cfg.full_adapter_list())
-    if {"finetune", "lora"} & set(adapters):
+    if {"finetune", "lora", "distill"} & set(adapters):
         return (
             f"full training: cross-validates {_names(adapters)} (fine-tunes the encoder); this takes a while"
         )
@@ -144,7 +144,7 @@ def quality_note(
     """What the champion is, and for a quick demo how to get the full model and what it reaches."""
     adapters = list(adapters or cfg.full_adapter_list())
     full = _names(cfg.full_adapter_list())
-    if {"finetune", "lora"} & set(adapters):
+    if {"finetune", "lora", "distill"} & set(adapters):
         return [f"full training ({_names(adapters)}): retrain took {minutes:.1f} min; chosen: {adapter}"]
     conf = json.dumps({"adapters": cfg.full_adapter_list()})
     return [

@@ -130,6 +130,13 @@ def _data(info: dict) -> list[str]:
             f"`{warm.get('task')}` task ({warm.get('epochs')} epochs, dataset hash "
             f"`{warm.get('data_hash')}`), then on this data"
         )
+    if teacher := info.get("teacher"):
+        revision = f" (revision `{teacher['base_revision']}`)" if teacher.get("base_revision") else ""
+        out.append(
+            f"- Distilled from a teacher: `{teacher.get('base_id')}`{revision}, fine-tuned on "
+            f"{teacher.get('train_rows')} tweets (dataset hash `{teacher.get('data_hash')}`); the student "
+            "learnt from the labels and the teacher's soft labels"
+        )
     if balance := data.get("class_balance"):
         labels = list(info["labels"])
         rows = [[split, *(counts.get(label, 0) for label in labels)] for split, counts in balance.items()]

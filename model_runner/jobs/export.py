@@ -64,6 +64,7 @@ def _card_info(components: Components, task: str, info, config: dict, repo: str)
         "adapter": config.get("adapter"),
         "hyperparameters": config.get("hyperparameters"),
         "warmup": config.get("warmup"),
+        "teacher": config.get("teacher"),
         "serving": config.get("serving"),
         "mlflow_run_id": info.run_id,
         "max_length": config.get("max_length"),

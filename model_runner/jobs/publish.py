@@ -37,6 +37,7 @@ def card_info(outcome, name: str, labels: list[str], meta: dict) -> dict:
         "adapter": meta.get("adapter"),
         "hyperparameters": meta.get("hyperparameters"),
         "warmup": meta.get("warmup"),
+        "teacher": meta.get("teacher"),
         "serving": outcome.quantization.get("chosen"),
         "mlflow_run_id": outcome.run_id,
         "max_length": meta.get("max_length"),

@@ -10,6 +10,7 @@ serving a LoRA model costs exactly what serving the base model costs.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,23 @@ from model_runner.training.clock import FitCallback, FitStep
 from model_runner.training.fit_heads import class_weights, val_scores
 
 EpochCallback = Callable[[int, int], None]
+
+
+@dataclass(frozen=True, eq=False)
+class Distillation:
+    """What a student learns from besides its labels: the teacher's logits for each labelled text (in
+    the order of the texts), and texts with no label at all that it learns from the teacher alone."""
+
+    logits: np.ndarray  # (labelled rows, classes)
+    alpha: float = 0.5  # weight of the distillation term; 1 - alpha goes to the labels
+    temperature: float = 2.0
+    unlabelled_texts: Sequence[str] = ()
+    unlabelled_logits: np.ndarray | None = None
+
+    def all_logits(self) -> np.ndarray:
+        if not len(self.unlabelled_texts):
+            return np.asarray(self.logits, dtype=np.float32)
+        return np.concatenate([self.logits, self.unlabelled_logits]).astype(np.float32)
 
 
 def length_bucketed_batches(
@@ -91,6 +109,14 @@ def fit_finetune(
     """
     model = _fit_encoder(base_path, texts, y, labels, **loop)
     model.meta["finetune"] = {k: loop[k] for k in ("lr", "epochs", "weight_decay") if k in loop}
+    teacher = loop.get("teacher")
+    if teacher is not None:
+        model.meta["distill"] = {
+            "alpha": teacher.alpha,
+            "temperature": teacher.temperature,
+            "labelled_rows": len(teacher.logits),
+            "unlabelled_rows": len(teacher.unlabelled_texts),
+        }
     return model
 
 
@@ -113,21 +139,38 @@ def _fit_encoder(
     val: tuple[Sequence[str], np.ndarray] | None = None,
     should_stop: Callable[[], bool] | None = None,
     wrap: Callable[[nn.Module], nn.Module] | None = None,
+    teacher: Distillation | None = None,
+    head_lr: float | None = None,
+    precision: str = "fp32",
     **_,
 ) -> TweetClassifier:
     """The base encoder (``wrap``-ped, e.g. with LoRA) plus ``init_head``, trained end to end; eval mode.
 
     ``on_step`` hears every batch; at each epoch's end it also gets the loss and macro recall on
-    ``val`` (texts, labels) when given: one inference pass over those texts per epoch."""
+    ``val`` (texts, labels) when given: one inference pass over those texts per epoch. ``teacher``:
+    soft targets to distil from (see ``Distillation``); ``head_lr``: the head's own learning rate (a
+    head that starts random learns far slower than the encoder at a fine-tuning rate); ``precision``:
+    "bf16" trains under bf16 autocast; "auto" measures which is faster here (``training.precision``).
+    """
     torch.manual_seed(seed)
     encoder, tokenizer = _load_base(base_path)
     if wrap is not None:
         encoder = wrap(encoder)
     model = _classifier(encoder, tokenizer, labels, init_head, max_length)
+    if precision == "auto":
+        from model_runner.training.precision import pick_precision
+
+        model.to(pick_device(device)).train()
+        choice = pick_precision(model, texts, pick_device(device))
+        precision = choice.precision
+        model.meta["training_precision"] = {"precision": precision, "reason": choice.reason}
     _train_end_to_end(
         model,
         texts,
         y,
+        teacher=teacher,
+        head_lr=head_lr,
+        precision=precision,
         lr=lr,
         epochs=epochs,
         batch_size=batch_size,
@@ -170,23 +213,46 @@ def _train_end_to_end(
     should_stop: Callable[[], bool] | None,
     on_step: FitCallback | None = None,
     val: tuple[Sequence[str], np.ndarray] | None = None,
+    teacher: Distillation | None = None,
+    head_lr: float | None = None,
+    precision: str = "fp32",
 ) -> None:
-    """Class-weighted cross-entropy, AdamW, one-cycle schedule, length-bucketed batches, bf16 on CUDA."""
+    """Class-weighted cross-entropy (plus distillation when ``teacher`` is given), AdamW, one-cycle
+    schedule, length-bucketed batches; bf16 autocast on CUDA, and on a CPU when ``precision`` says so.
+
+    With a teacher the rows are the labelled ``texts`` followed by the teacher's unlabelled texts
+    (label -1): each batch's loss is ``(1 - alpha) * CE`` on its labelled rows plus
+    ``alpha * T^2 * KL(teacher_T || student_T)`` on all its rows (Hinton et al. 2015), so unlabelled
+    tweets teach through the teacher's soft labels only.
+    """
     dev = pick_device(device)
     model.to(dev)
     class_w = class_weights(y, len(model.labels))
     weights = torch.as_tensor(class_w, dtype=torch.float32, device=dev)
+    all_texts, all_y, soft = list(texts), np.asarray(y, dtype=np.int64), None
+    if teacher is not None:
+        all_texts += list(teacher.unlabelled_texts)
+        all_y = np.concatenate([all_y, np.full(len(teacher.unlabelled_texts), -1, dtype=np.int64)])
+        soft = torch.as_tensor(teacher.all_logits(), dtype=torch.float32)
+    head_params = {id(p) for p in model.head.parameters()}
     trainable = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(trainable, lr=lr, weight_decay=weight_decay)
+    groups = [
+        {"params": [p for p in trainable if id(p) not in head_params], "lr": lr},
+        {"params": [p for p in trainable if id(p) in head_params], "lr": head_lr or lr},
+    ]
+    groups = [g for g in groups if g["params"]]
+    opt = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
     rng = np.random.default_rng(seed)
     # bucket by token count, not characters: tweets' URLs and emoji make characters a poor proxy, and
     # padding is wasted forward and backward work
-    token_ids = model.tokenizer(list(texts), truncation=True, max_length=model.max_length)["input_ids"]
+    token_ids = model.tokenizer(all_texts, truncation=True, max_length=model.max_length)["input_ids"]
     lengths = [len(ids) for ids in token_ids]
-    steps = epochs * ((len(texts) + batch_size - 1) // batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
-    labels_t = torch.as_tensor(y, dtype=torch.long)
-    use_bf16 = dev.type == "cuda"
+    steps = epochs * ((len(all_texts) + batch_size - 1) // batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=[g["lr"] for g in groups], total_steps=steps, pct_start=0.1
+    )
+    labels_t = torch.as_tensor(all_y, dtype=torch.long)
+    use_bf16 = dev.type == "cuda" or precision == "bf16"
     for epoch in range(epochs):
         model.train()
         order = length_bucketed_batches(lengths, batch_size, rng)
@@ -194,10 +260,12 @@ def _train_end_to_end(
         for b, idx in enumerate(order, start=1):
             if should_stop and should_stop():
                 raise InterruptedError("training cancelled")
-            batch = {k: v.to(dev) for k, v in model.tokenize([texts[i] for i in idx]).items()}
+            batch = {k: v.to(dev) for k, v in model.tokenize([all_texts[i] for i in idx]).items()}
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16):
                 logits = model(batch["input_ids"], batch["attention_mask"])
-            loss = nn.functional.cross_entropy(logits.float(), labels_t[idx].to(dev), weight=weights)
+            target = labels_t[idx].to(dev)
+            targets_soft = soft[idx].to(dev) if soft is not None else None
+            loss = _loss(logits.float(), target, weights, targets_soft, teacher)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -214,3 +282,28 @@ def _train_end_to_end(
             on_step(FitStep(epoch + 1, epochs, len(order), len(order), total / len(order), *scores))
         if on_epoch:
             on_epoch(epoch + 1, epochs)
+
+
+def _loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    weights: torch.Tensor,
+    soft: torch.Tensor | None,
+    teacher: Distillation | None,
+) -> torch.Tensor:
+    labelled = target >= 0
+    ce = (
+        nn.functional.cross_entropy(logits[labelled], target[labelled], weight=weights)
+        if bool(labelled.any())
+        else logits.sum() * 0.0
+    )
+    if soft is None or teacher is None:
+        return ce
+    t = teacher.temperature
+    kd = nn.functional.kl_div(
+        nn.functional.log_softmax(logits / t, dim=-1),
+        nn.functional.log_softmax(soft / t, dim=-1),
+        log_target=True,
+        reduction="batchmean",
+    ) * (t * t)
+    return (1.0 - teacher.alpha) * ce + teacher.alpha * kd

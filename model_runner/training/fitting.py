@@ -122,6 +122,8 @@ def fit_candidate(
     x_init = data.x if data.x_init is None else data.x_init
     init = fit_linear(x_init[idx], data.y[idx], n_classes, C=LORA_INIT_C, seed=data.seed)
     fitter = fit_lora if candidate.adapter == "lora" else fit_finetune
+    if candidate.adapter == "distill":
+        hp["teacher"] = data.distillation(idx, hp.pop("alpha"), hp.pop("temperature"), unlabelled=not in_cv)
     return fitter(
         Path(data.init_path or data.base_path),
         [data.texts[i] for i in idx],

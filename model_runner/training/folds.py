@@ -64,6 +64,10 @@ class CVData:
     # of base_path, with their initial head fitted on x_init: these texts' embeddings under it
     init_path: str = ""
     x_init: np.ndarray | None = None
+    # the teacher's logits for these rows, and unlabelled texts with theirs (training.run.teach)
+    soft: np.ndarray | None = None
+    unlabelled_texts: tuple[str, ...] = ()
+    unlabelled_soft: np.ndarray | None = None
 
     @classmethod
     def build(cls, *, split: Split, x: np.ndarray, encoder: FrozenEncoder, settings: Settings) -> CVData:
@@ -82,6 +86,33 @@ class CVData:
     def starting_from(self, init_path: str, x_init: np.ndarray) -> CVData:
         """The same rows, with encoder adapters starting from the encoder in ``init_path``."""
         return replace(self, init_path=init_path, x_init=x_init)
+
+    def taught(
+        self, soft: np.ndarray, unlabelled_texts: Sequence[str], unlabelled_soft: np.ndarray
+    ) -> CVData:
+        """The same rows with the teacher's logits (and unlabelled texts the student also learns from)."""
+        return replace(
+            self, soft=soft, unlabelled_texts=tuple(unlabelled_texts), unlabelled_soft=unlabelled_soft
+        )
+
+    def distillation(self, idx: np.ndarray, alpha: float, temperature: float, *, unlabelled: bool):
+        """What a distill fit on rows ``idx`` learns from besides labels; None without a teacher.
+
+        CV folds leave the unlabelled texts out (``unlabelled=False``): they would multiply each
+        fold's cost while the fold's score, on labelled rows, compares candidates either way.
+        """
+        if self.soft is None:
+            return None
+        from model_runner.training.fit_lora import Distillation
+
+        extra = unlabelled and len(self.unlabelled_texts) > 0
+        return Distillation(
+            logits=self.soft[idx],
+            alpha=float(alpha),
+            temperature=float(temperature),
+            unlabelled_texts=self.unlabelled_texts if extra else (),
+            unlabelled_logits=self.unlabelled_soft if extra else None,
+        )
 
 
 @dataclass(frozen=True)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from model_runner.settings import Settings
 from model_runner.tasks import Task
-from model_runner.training.search_space import Candidate, candidates_for
+from model_runner.training.search_space import Candidate, candidates_for, without_teacher
 
 if TYPE_CHECKING:
     from model_runner.encoder import FrozenEncoder
@@ -57,6 +57,15 @@ class Plan:
     @property
     def base_model(self) -> dict[str, str]:
         return {"id": self.encoder_id, "revision": self.encoder_revision}
+
+    @property
+    def wants_teacher(self) -> bool:
+        return any(c.adapter == "distill" for c in self.candidates)
+
+    def without_teacher(self) -> Plan:
+        """The plan of a run that has no teacher: its distill candidate is the plain fine-tune."""
+        candidates = tuple(dict.fromkeys(without_teacher(c) for c in self.candidates))
+        return replace(self, candidates=candidates)
 
     @property
     def needs_warmup(self) -> bool:

@@ -27,6 +27,7 @@ from model_runner.modeling.quantize import QuantizationReport, check_quantizatio
 from model_runner.registry import ModelRegistry
 from model_runner.settings import Settings
 from model_runner.tasks import Task
+from model_runner.teacher.stage import TeacherUnavailable, Teaching, teach, unlabelled_tweets
 from model_runner.training.clock import ProgressFn, TrainingClock
 from model_runner.training.cv import CandidateResult, run_cv
 from model_runner.training.fitting import ValRows, build_classifier, fit_candidate, resolve_hp
@@ -44,7 +45,8 @@ log = logging.getLogger(__name__)
 # The stages in run order, each with the share of the overall progress bar it ends at.
 STAGES = {
     "data": 0.02,
-    "embed": 0.12,
+    "embed": 0.08,
+    "teacher": 0.25,
     "warmup": 0.3,
     "cv": 0.6,
     "fit": 0.85,
@@ -70,6 +72,7 @@ class TrainOutcome:
     seconds: float
     stage_seconds: dict = field(default_factory=dict)
     warmup: dict | None = None  # the warm-up the chosen model's encoder started from, if any
+    teacher: dict | None = None  # the teacher of the run's distill candidate (Teaching.summary)
 
     def summary(self) -> dict:
         """What the CLI prints and the job stores: small and JSON-friendly."""
@@ -85,8 +88,10 @@ class TrainOutcome:
             "accuracy": round(self.metrics["accuracy"], 4),
             "serving": self.quantization.get("chosen"),
             "warmup": self.warmup["task"] if self.warmup else None,
+            "teacher": _teacher_line(self.teacher),
             "run_id": self.run_id,
             "seconds": round(self.seconds, 1),
+            "stage_seconds": {k: round(v, 1) for k, v in self.stage_seconds.items()},
         }
 
     def to_dict(self) -> dict:
@@ -119,6 +124,12 @@ def run_training(
     registry = components.registry
 
     with RunTracker.start(components, task.name) as tracker, contextlib.ExitStack() as scratch:
+        teaching = None
+        if plan.wants_teacher:
+            with clock.stage("teacher"):
+                cv_data, teaching = teach_student(components, task, split, cv_data, tracker, clock)
+            if teaching is None:
+                plan = plan.without_teacher()
         tracker.log_plan(plan, split)
         warm = None
         if plan.needs_warmup:
@@ -128,10 +139,12 @@ def run_training(
             best, cv_table = cross_validate(plan, cv_data, tracker, clock)
         with clock.stage("fit"):
             final = fit_final(plan, best.candidate, cv_data, split, warm, tracker, clock)
+            if teaching is not None and final.candidate.adapter == "distill":
+                final.model.meta["teacher"] = teaching.record.meta()
         with clock.stage("evaluate"):
             evaluation = evaluate_held_out(settings, plan, final, split, tracker)
         with clock.stage("register"):
-            version = register(registry, plan, final, evaluation, split)
+            version = register(registry, plan, final, evaluation, split, settings.runtime_probe_texts)
         with clock.stage("gate"):  # the same evaluation rows for candidate and champion
             gate = judge(registry, task.name, split, evaluation.report.metrics, plan.metric, settings)
             registry.set_tags(task.name, version, gate.as_tags())
@@ -160,7 +173,15 @@ def run_training(
         seconds=clock.elapsed(),
         stage_seconds=clock.timings,
         warmup=final.warmup.meta() if final.warmup else None,
+        teacher=teaching.summary() if teaching else None,
     )
+
+
+def _teacher_line(teacher: dict | None) -> str | None:
+    if not teacher:
+        return None
+    how = "fitted" if teacher["fitted"] else "reused"
+    return f"{teacher['base_id']} ({how}; ran on {teacher['computed']} texts, {teacher['cached']} cached)"
 
 
 # --- the stages, in run order ----------------------------------------------------------------------
@@ -188,6 +209,43 @@ def embed_training_rows(components: Components, split: Split) -> CVData:
     store = components.embeddings
     x = store.get_or_compute(split.train_texts, progress=True)
     return CVData.build(split=split, x=x, encoder=store.encoder, settings=components.settings)
+
+
+def teach_student(
+    components: Components,
+    task: Task,
+    split: Split,
+    data: CVData,
+    tracker: RunTracker,
+    clock: TrainingClock,
+) -> tuple[CVData, Teaching | None]:
+    """The teacher's soft labels for the training rows (and for stored unlabelled tweets): fitted or
+    reused, cached in Postgres (teacher/stage.py). Without a teacher (``teacher=off``, weights not
+    installed) the run goes on with the plain fine-tune and the MLflow run says why."""
+    settings = components.settings
+    if settings.teacher == "off":
+        tracker.teacher_skipped("teacher=off")
+        return data, None
+    cap = min(settings.distill_unlabelled_max, len(split.train_texts) // 2)
+    exclude = [*split.train_texts, *split.eval_texts]
+    unlabelled = unlabelled_tweets(components.db, cap, exclude) if cap else []
+    try:
+        teaching = teach(
+            settings,
+            components.teachers,
+            task,
+            split,
+            clock,
+            run_id=tracker.run_id,
+            unlabelled=unlabelled,
+        )
+    except TeacherUnavailable as exc:
+        log.warning("no teacher, training the plain fine-tune instead of the student: %s", exc)
+        tracker.teacher_skipped(str(exc))
+        return data, None
+    tracker.log_teacher(teaching.summary())
+    log.info("teacher: %s", teaching.summary())
+    return data.taught(teaching.soft, teaching.unlabelled_texts, teaching.unlabelled_soft), teaching
 
 
 def warm_up(
@@ -339,13 +397,26 @@ def evaluate_held_out(
 
 
 def register(
-    registry: ModelRegistry, plan: Plan, final: FinalFit, evaluation: Evaluation, split: Split
+    registry: ModelRegistry,
+    plan: Plan,
+    final: FinalFit,
+    evaluation: Evaluation,
+    split: Split,
+    probe_rows: int,
 ) -> str:
-    """The model as a new registered version (no alias yet); returns the version."""
+    """The model as a new registered version (no alias yet); returns the version.
+
+    The folder carries a stratified sample of the held-out rows (``probe.json``): wherever the model
+    is loaded, each candidate runtime is checked and timed on them (modeling/runtimes.py)."""
     metrics = evaluation.report.metrics
     final.model.meta.update(
         {"serving": evaluation.quantization.chosen, "metrics": _headline(metrics, plan.metric)}
     )
+    pick = curve_sample(split.y_eval, probe_rows, plan.seed)
+    final.model.probe = {
+        "texts": texts_at(split.eval_texts, pick),
+        "labels": [split.labels[int(i)] for i in split.y_eval[pick]],
+    }
     with tempfile.TemporaryDirectory(prefix="tp-train-") as tmp:
         folder = Path(tmp) / "model"
         final.model.save(folder)

@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-ADAPTERS = ("linear", "mlp", "lora", "finetune")
+ADAPTERS = ("linear", "mlp", "lora", "finetune", "distill")
 # adapters that train the encoder from tokens; the others read cached embeddings
-ENCODER_ADAPTERS = frozenset({"lora", "finetune"})
+ENCODER_ADAPTERS = frozenset({"lora", "finetune", "distill"})
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,33 @@ SEARCH_SPACE: dict[str, list[Candidate]] = {
             cv_pass_budget=CV_PASS_BUDGET,
         )
     ],
+    # The student: full fine-tuning that learns from the labels and from the teacher's soft labels
+    # (training/run.py fits or reuses the teacher first; without one it is the finetune candidate).
+    # alpha weighs the distillation term, temperature softens both distributions (Hinton et al.).
+    "distill": [
+        Candidate.of(
+            "distill",
+            lr=FT_LR,
+            epochs=FT_EPOCHS,
+            max_epochs=FT_MAX_EPOCHS,
+            fit_pass_target=FIT_PASS_TARGET,
+            batch_size=32,
+            weight_decay=0.01,
+            alpha=0.5,
+            temperature=2.0,
+            cv_folds=2,
+            cv_epochs=1,
+            cv_pass_budget=CV_PASS_BUDGET,
+        )
+    ],
 }
+
+
+def without_teacher(candidate: Candidate) -> Candidate:
+    """What a distill candidate becomes when the run has no teacher: the plain fine-tune."""
+    if candidate.adapter != "distill":
+        return candidate
+    return SEARCH_SPACE["finetune"][0]
 
 
 def candidates_for(adapters: list[str]) -> list[Candidate]:

@@ -144,6 +144,14 @@ class RunTracker:
     def warmup_skipped(self, reason: str) -> None:
         mlflow.set_tag("warmup.skipped", reason[:500])
 
+    def log_teacher(self, summary: dict) -> None:
+        """Which teacher taught the student, whether this run fitted it, and what it cost."""
+        mlflow.log_params(flat_params("teacher.", {k: v for k, v in summary.items() if v is not None}))
+        log_json(summary, "teacher.json")
+
+    def teacher_skipped(self, reason: str) -> None:
+        mlflow.set_tag("teacher.skipped", reason[:500])
+
     def log_cv(self, results: Sequence[CandidateResult], best: CandidateResult, metric: str) -> list[dict]:
         """One nested run per candidate, then the winner on the parent run; returns the CV table."""
         table = log_candidates(results, metric)

@@ -68,6 +68,19 @@ def test_card_names_the_encoder_warm_up():
     assert "`abc123`" in card
 
 
+def test_card_names_the_teacher_of_a_distilled_student():
+    teacher = {
+        "base_id": "sentence-transformers/all-mpnet-base-v2",
+        "base_revision": "e8c3b32edf5434bc2275fc9bab85f82640a19130",
+        "train_rows": 7427,
+        "data_hash": "def456",
+    }
+    card = render_model_card({**INFO, "repo_id": REPO, "teacher": teacher})
+    assert "Distilled from a teacher: `sentence-transformers/all-mpnet-base-v2` (revision `e8c3b32e" in card
+    assert "fine-tuned on 7427 tweets (dataset hash `def456`)" in card
+    assert "Distilled" not in render_model_card({**INFO, "repo_id": REPO})
+
+
 def test_card_with_partial_info_has_no_placeholders():
     card = render_model_card(
         {"task": "emotion", "labels": ["joy", "anger"], "base_model": {"id": "/models/local-bert"}}

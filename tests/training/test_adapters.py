@@ -4,7 +4,7 @@ import pytest
 from model_runner.modeling.classifier import TweetClassifier
 from model_runner.training.fitting import build_classifier, fit_candidate, predict_candidate
 from model_runner.training.folds import CVData
-from model_runner.training.search_space import SEARCH_SPACE, Candidate, candidates_for
+from model_runner.training.search_space import SEARCH_SPACE, Candidate, candidates_for, without_teacher
 
 from .conftest import make_rows
 
@@ -65,7 +65,9 @@ def test_training_is_repeatable_for_a_seed(cv_data):
 
 
 def test_search_space_is_declared_for_every_adapter():
-    assert set(SEARCH_SPACE) == {"linear", "mlp", "lora", "finetune"}
+    assert set(SEARCH_SPACE) == {"linear", "mlp", "lora", "finetune", "distill"}
+    assert without_teacher(SEARCH_SPACE["distill"][0]) == SEARCH_SPACE["finetune"][0]
+    assert without_teacher(SEARCH_SPACE["mlp"][0]) == SEARCH_SPACE["mlp"][0]
     assert [c.adapter for c in candidates_for(["linear"])] == ["linear"] * len(SEARCH_SPACE["linear"])
     with pytest.raises(ValueError, match="unknown adapter"):
         candidates_for(["svm"])

@@ -69,7 +69,7 @@ def test_without_callbacks_the_clock_only_times():
 def test_the_run_stages_fill_the_bar_in_order():
     shares = list(STAGES.values())
     assert shares == sorted(shares) and shares[-1] == 1.0
-    assert list(STAGES) == ["data", "embed", "warmup", "cv", "fit", "evaluate", "register", "gate"]
+    assert list(STAGES) == ["data", "embed", "teacher", "warmup", "cv", "fit", "evaluate", "register", "gate"]
 
 
 def test_callbacks_that_take_a_detail_get_it_and_two_argument_ones_still_work():
