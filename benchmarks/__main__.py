@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from benchmarks import embedding, export, quantize, serving, training, warmup
+from benchmarks import embedding, export, peer, quantize, serving, training, warmup
 
 # training last: it is the long one (the default train, ~15-20 min on 2 CPU cores)
 BENCHMARKS = {
@@ -14,11 +14,13 @@ BENCHMARKS = {
     "export": export.run,
     "quantize": quantize.run,
     "serving": serving.run,
+    # /inference beside infinity-emb in its own venv (installed on first use, ~1 GB, about a minute)
+    "peer": peer.run,
     "training": training.run,
     # an A/B experiment more than a benchmark (~40 min): only when named
     "warmup": warmup.run,
 }
-DEFAULT = ("embedding", "export", "quantize", "serving", "training")
+DEFAULT = ("embedding", "export", "quantize", "serving", "peer", "training")
 
 
 def main() -> int:

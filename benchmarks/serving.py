@@ -23,6 +23,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -36,7 +38,8 @@ N_TEXTS = 1000
 CLIENTS = 8
 BATCH = 32
 SINGLE_REQUESTS = 300
-TOKEN = "bench-token"
+TOKEN = "bench-token"  # the scratch service's admin token; every route but health needs a token
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def _naive_fp32(model, texts: list[str]) -> float:
@@ -97,6 +100,7 @@ def _in_process(served, texts: list[str]) -> float:
 def _register(model, settings, serving: str) -> None:
     import mlflow
 
+    from model_runner.registry.gate import decide
     from model_runner.training import tracking
     from model_runner.wiring import Components
 
@@ -108,7 +112,11 @@ def _register(model, settings, serving: str) -> None:
         tracking.training_run(settings, components.mlflow, "bench", {}),
     ):
         model.save(Path(tmp) / "model")
-        version = registry.log_and_register(Path(tmp) / "model", task="sentiment", input_example=["hi"])
+        # the service loads only versions the promotion gate passed: record a passing first-model gate
+        gate = decide(0.5, None, tolerance=settings.gate_tolerance, metric="macro_recall")
+        version = registry.log_and_register(
+            Path(tmp) / "model", task="sentiment", input_example=["hi"], tags=gate.as_tags()
+        )
     registry.promote("sentiment", version.version)
     mlflow.end_run()
 
@@ -119,14 +127,27 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _http_clients(url: str, texts: list[str]) -> tuple[float, int]:
+def _inference_body(chunk: list[str]) -> dict:
+    return {"messages": chunk}
+
+
+def _http_clients(
+    url: str,
+    texts: list[str],
+    route: str = "/inference",
+    body: Callable[[list[str]], dict] = _inference_body,
+    headers: dict[str, str] | None = None,
+) -> tuple[float, int]:
+    """CLIENTS threads post the texts in batches of BATCH; texts/s over the whole load, and errors.
+    ``route``, ``body`` and ``headers`` (default: our token) let the peer benchmark drive another
+    server with the very same load."""
     chunks = [texts[i : i + BATCH] for i in range(0, len(texts), BATCH)]
     errors = [0]
 
     def worker(mine):
-        with httpx.Client(base_url=url, timeout=60) as c:
+        with httpx.Client(base_url=url, timeout=60, headers=AUTH if headers is None else headers) as c:
             for chunk in mine:
-                if c.post("/inference", json={"messages": chunk}).status_code != 200:
+                if c.post(route, json=body(chunk)).status_code != 200:
                     errors[0] += 1
 
     threads = [threading.Thread(target=worker, args=(chunks[i::CLIENTS],)) for i in range(CLIENTS)]
@@ -140,7 +161,7 @@ def _http_clients(url: str, texts: list[str]) -> tuple[float, int]:
 
 def _latency(url: str, texts: list[str]) -> tuple[float, float]:
     times = []
-    with httpx.Client(base_url=url, timeout=30) as c:
+    with httpx.Client(base_url=url, timeout=30, headers=AUTH) as c:
         for text in texts:
             start = time.perf_counter()
             c.post("/inference", json={"messages": [text]})
@@ -150,17 +171,76 @@ def _latency(url: str, texts: list[str]) -> tuple[float, float]:
 
 def _latency_during_training(url: str, texts: list[str]) -> tuple[float, float]:
     """Single-message latency while a training job (its own process) embeds and cross-validates."""
-    auth = {"Authorization": f"Bearer {TOKEN}"}
-    response = httpx.post(url + "/train", json={"adapters": ["linear", "mlp"]}, headers=auth, timeout=30)
+    response = httpx.post(url + "/train", json={"adapters": ["linear", "mlp"]}, headers=AUTH, timeout=30)
     if response.status_code != 202:
         raise RuntimeError(f"POST /train answered {response.status_code}: {response.text}")
     job_id = response.json()["job_id"]
     try:
-        while httpx.get(f"{url}/train/{job_id}").json()["stage"] in ("queued", "starting", "data"):
+        while httpx.get(f"{url}/train/{job_id}", headers=AUTH).json()["stage"] in (
+            "queued",
+            "starting",
+            "data",
+        ):
             time.sleep(0.5)  # wait until the worker really computes
         return _latency(url, texts)
     finally:
-        httpx.post(f"{url}/train/{job_id}/cancel", headers=auth, timeout=30)
+        httpx.post(f"{url}/train/{job_id}/cancel", headers=AUTH, timeout=30)
+
+
+@contextmanager
+def running_service(model, serving: str, env: dict[str, str] | None = None) -> Iterator[tuple[str, int]]:
+    """``model-runner serve`` in its own process, ``model`` registered as the champion in a scratch
+    MLflow store and Postgres; yields its URL and pid once it is ready. ``env``: extra settings."""
+    from model_runner.settings import Settings
+
+    with scratch_database() as db_url, tempfile.TemporaryDirectory(prefix="tp-serve-bench-") as home:
+        settings = Settings(home=Path(home), database_url=db_url, tasks="sentiment")
+        _register(model, settings, serving)
+        port = _free_port()
+        full_env = dict(
+            os.environ,
+            TWEETPULSE_HOME=home,
+            TWEETPULSE_API_TOKEN=TOKEN,
+            DATABASE_URL=db_url,
+            TWEETPULSE_TASKS="sentiment",
+            TWEETPULSE_PORT=str(port),
+            TWEETPULSE_MLFLOW_TRACKING_URI=settings.tracking_uri(),
+            **(env or {}),
+        )
+        log = Path(home) / "serve.log"
+        with log.open("w") as out:
+            server = subprocess.Popen(
+                [sys.executable, "-m", "model_runner.cli", "serve"],
+                env=full_env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            try:
+                wait_ready(url + "/health/ready", server, "the service")
+            except RuntimeError as exc:  # the service's own words say why
+                tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+                raise RuntimeError(f"{exc}; last lines of its log:\n{tail}") from exc
+            yield url, server.pid
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+
+
+def wait_ready(url: str, process: subprocess.Popen, what: str, timeout_s: float = 180) -> None:
+    """Poll ``url`` until it answers 200; fail early when ``process`` has exited."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {process.returncode} before it was ready")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"{what} did not become ready in {timeout_s:.0f} s")
 
 
 def _peak_rss_mb(pid: int) -> float:
@@ -180,7 +260,6 @@ def run(limit: int | None = None, serving: str | None = None) -> None:
     from model_runner.modeling.onnx_backend import to_onnx_runtime
     from model_runner.modeling.quantize import quantize_int8
     from model_runner.service.served import ServedModel
-    from model_runner.settings import Settings
 
     n = limit or N_TEXTS
     pool = load_texts()  # 2,000 validation tweets: (d), (e) and (f) each get texts the service has not seen
@@ -199,45 +278,12 @@ def run(limit: int | None = None, serving: str | None = None) -> None:
         for name, m in as_served.items()
     }
 
-    with scratch_database() as db_url, tempfile.TemporaryDirectory(prefix="tp-serve-bench-") as home:
-        settings = Settings(home=Path(home), database_url=db_url, tasks="sentiment")
-        _register(model, settings, serving)
-        port = _free_port()
-        env = dict(
-            os.environ,
-            TWEETPULSE_HOME=home,
-            TWEETPULSE_API_TOKEN=TOKEN,
-            DATABASE_URL=db_url,
-            TWEETPULSE_TASKS="sentiment",
-            TWEETPULSE_PORT=str(port),
-            TWEETPULSE_MLFLOW_TRACKING_URI=settings.tracking_uri(),
-        )
-        server = subprocess.Popen(
-            [sys.executable, "-m", "model_runner.cli", "serve"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 180
-            while time.monotonic() < deadline:
-                try:
-                    if httpx.get(url + "/health/ready", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.5)
-            else:
-                raise RuntimeError("the service did not become ready")
-            p50, p99 = _latency(url, idle_texts)  # idle first
-            http, errors = _http_clients(url, texts)
-            repeat, repeat_errors = _http_clients(url, texts)  # the same texts again: cache hits
-            rss = _peak_rss_mb(server.pid)
-            t50, t99 = _latency_during_training(url, busy_texts)
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
+    with running_service(model, serving) as (url, pid):
+        p50, p99 = _latency(url, idle_texts)  # idle first
+        http, errors = _http_clients(url, texts)
+        repeat, repeat_errors = _http_clients(url, texts)  # the same texts again: cache hits
+        rss = _peak_rss_mb(pid)
+        t50, t99 = _latency_during_training(url, busy_texts)
 
     rows = [
         ("(a) one at a time, fp32", f"{naive:.1f}", "1.00x", ""),
