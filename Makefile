@@ -76,7 +76,14 @@ screenshots: $(VENV)/.installed chromium
 		{ $(VENV)/bin/python -m pip install -q playwright 2>&1 | $(QUIET_PIP); }
 	$(VENV)/bin/python infra/stack/screenshots.py $(ARGS)
 
-test: install lint test-service test-airflow
+# The two suites run side by side: they use separate virtual environments, databases and pytest
+# temp folders, and the Airflow suite (a few minutes, mostly waiting on DAG runs) fits inside the
+# service suite's wall time. Its output follows the service suite's.
+test: install lint
+	@mkdir -p .tweetpulse; $(MAKE) --no-print-directory test-airflow > .tweetpulse/test-airflow.log 2>&1 & af=$$!; \
+	rc=0; $(MAKE) --no-print-directory test-service || rc=$$?; \
+	af_rc=0; wait $$af || af_rc=$$?; echo "==> Airflow suite"; cat .tweetpulse/test-airflow.log; \
+	if [ $$rc -ne 0 ] || [ $$af_rc -ne 0 ]; then exit 1; fi
 
 # The clean venvs of the two "outside" tests (tests/fresh_venvs.py) install in the background while
 # the suite runs; those tests wait for them.
@@ -88,7 +95,7 @@ test-service: chromium
 # The DAG tests run in Airflow's own environment (no torch); they start the ModelRunner from $(VENV).
 test-airflow:
 	@if [ -n "$$(find tests/airflow -name 'test_*.py' 2>/dev/null)" ]; then \
-		$(VENV_AF)/bin/python -m pytest tests/airflow -p no:cacheprovider; \
+		$(VENV_AF)/bin/python -m pytest tests/airflow -p no:cacheprovider --basetemp=$(CURDIR)/.tweetpulse/pytest-airflow; \
 	else echo "no Airflow tests yet"; fi
 
 lint:
