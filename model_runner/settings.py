@@ -68,7 +68,7 @@ class Settings(BaseSettings):
 
     # --- training ------------------------------------------------------------------------------------
     adapters: str = Field(
-        default="linear,mlp,distill",
+        default="linear,mlp,finetune,distill",
         description="Adapters cross-validation chooses from (comma-separated): linear, mlp, lora,"
         " finetune, distill (the fine-tune that also learns from the teacher).",
     )

@@ -44,7 +44,7 @@ class StackConfig(BaseSettings):
         " quick heads.",
     )
     # The ModelRunner's default TWEETPULSE_ADAPTERS (model_runner/settings.py; a test keeps them equal).
-    full_adapters: str = "linear,mlp,distill"
+    full_adapters: str = "linear,mlp,finetune,distill"
     # Held-out macro recall (validation.jsonl) of the full default on 2 CPU cores, quoted by the summary.
     full_macro_recall: float = 0.66
     demo_conf: str = Field(default="", description="JSON conf of the demo's weekly_retrain run.")

@@ -54,7 +54,7 @@ def test_the_quick_demo_says_what_it_trained_and_how_to_get_the_full_model(stack
     text = "\n".join(demo.quality_note(adapters, "mlp", 6.04, cfg))
     assert "quick demo: heads (linear, mlp) on a frozen encoder, retrain took 6.0 min; chosen: mlp" in text
     assert "make demo TWEETPULSE_DEMO_FULL=1" in text
-    assert '{"adapters": ["linear", "mlp", "distill"]}' in text
+    assert '{"adapters": ["linear", "mlp", "finetune", "distill"]}' in text
     assert f"macro recall ~{cfg.full_macro_recall:.2f}" in text
 
 
@@ -62,10 +62,10 @@ def test_demo_full_trains_the_default_adapters(stack_modules, monkeypatch):
     config, demo, _ = stack_modules
     monkeypatch.setenv("TWEETPULSE_DEMO_FULL", "1")
     cfg = config.StackConfig()
-    assert cfg.demo_params() == {"adapters": ["linear", "mlp", "distill"]}
+    assert cfg.demo_params() == {"adapters": ["linear", "mlp", "finetune", "distill"]}
     assert demo.trained_what(cfg.demo_params()["adapters"], cfg).startswith("full training")
     note = demo.quality_note(cfg.demo_params()["adapters"], "distill", 41.0, cfg)
-    assert note == ["full training (linear, mlp, distill): retrain took 41.0 min; chosen: distill"]
+    assert note == ["full training (linear, mlp, finetune, distill): retrain took 41.0 min; chosen: distill"]
     assert cfg.inspector_params() == {"digest": "now"}
 
 
