@@ -87,20 +87,22 @@ def teach(
     except EncoderNotFoundError as exc:
         raise TeacherUnavailable(str(exc)) from exc
     keys = [text_key(normalise(t)) for t in split.train_texts]
+    extra = [t for t in (unlabelled or []) if t]
+    wanted = keys + [text_key(normalise(t)) for t in extra]
+    by_key = dict(zip(wanted, [*split.train_texts, *extra], strict=True))
     record = store.latest(task.name, base.model_id, base.revision, split.labels)
-    reason = _refit_reason(settings, store, record, keys)
+    # one read of the cache: it decides whether the teacher is reused and supplies its logits
+    found = store.logits(record.teacher_key, list(by_key)) if record is not None else {}
+    reason = _refit_reason(settings, record, keys, found)
     model: TweetClassifier | None = None
     fitted = reason is not None
     if fitted:
         clock.progress(0.0, f"fitting the teacher {base.model_id} ({reason})")
         record, model = _fit_and_record(settings, store, task, split, base, keys, clock, run_id)
+        found = store.logits(record.teacher_key, list(by_key))
     else:
         reason = f"reused {record.teacher_key}"
     clock.progress(0.85, "teacher logits for the training rows")
-    extra = [t for t in (unlabelled or []) if t]
-    wanted = keys + [text_key(normalise(t)) for t in extra]
-    by_key = dict(zip(wanted, [*split.train_texts, *extra], strict=True))
-    found = store.logits(record.teacher_key, list(by_key))
     missing = [k for k in by_key if k not in found]
     if missing:
         model = model or _load(record, settings)
@@ -108,16 +110,14 @@ def teach(
         store.put_logits(record.teacher_key, missing, computed, in_sample=False)
         found.update(zip(missing, computed, strict=True))
     soft = np.stack([found[k] for k in keys]) if keys else np.zeros((0, len(split.labels)), np.float32)
-    extra_soft = np.stack([found[k] for k in wanted[len(keys) :]]) if extra else None
+    extra_soft = np.stack([found[k] for k in wanted[len(keys) :]]) if extra else soft[:0]
     return Teaching(
         record=record,
         fitted=fitted,
         refit_reason=reason,
         soft=soft.astype(np.float32),
         unlabelled_texts=extra,
-        unlabelled_soft=extra_soft
-        if extra_soft is not None
-        else np.zeros((0, len(split.labels)), np.float32),
+        unlabelled_soft=extra_soft.astype(np.float32),
         computed=len(missing),
         cached=len(by_key) - len(missing),
         seconds=time.perf_counter() - started,
@@ -125,9 +125,9 @@ def teach(
 
 
 def _refit_reason(
-    settings: Settings, store: TeacherStore, record: TeacherRecord | None, keys: list[bytes]
+    settings: Settings, record: TeacherRecord | None, keys: list[bytes], cached: dict[bytes, np.ndarray]
 ) -> str | None:
-    """Why the teacher must be fitted now, or None to reuse ``record``."""
+    """Why the teacher must be fitted now, or None to reuse ``record`` (``cached``: its logits)."""
     if settings.teacher == "refit":
         return "teacher=refit"
     if record is None:
@@ -135,8 +135,7 @@ def _refit_reason(
     if not Path(record.path, "config.json").is_file():
         return f"its folder {record.path} is not on this machine"
     unique = set(keys)
-    known = store.logits(record.teacher_key, list(unique))
-    new_share = 1 - len(known) / max(len(unique), 1)
+    new_share = 1 - len(unique & cached.keys()) / max(len(unique), 1)
     if new_share > settings.teacher_refit_new_share:
         return f"{new_share:.0%} of the training texts are new to it"
     return None
