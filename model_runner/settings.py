@@ -202,8 +202,11 @@ class Settings(BaseSettings):
         " One thread keeps single-message p99 ~20 ms instead of ~0.5 s: torch's OpenMP passes stall when"
         " a thread's core is taken by the worker.",
     )
-    reload_poll_s: float = Field(
-        default=0, ge=0, description="Poll the registry for a new champion every N seconds; 0 = off."
+    reload_poll_s: float | None = Field(
+        default=None,
+        ge=0,
+        description="Poll the registry for a new champion every N seconds; 0 = off; unset = 30 with"
+        " `role=serve` (the bound within which a replica converges when it missed a NOTIFY), off otherwise.",
     )
     review_threshold: float = Field(
         default=0.6, ge=0, le=1, description="Inspected tweets whose top score is below go to review."
@@ -281,6 +284,39 @@ class Settings(BaseSettings):
         ge=0,
         description="On shutdown the training worker's process group gets SIGTERM, then SIGKILL after this.",
     )
+    # --- roles and the job queue (past one machine) -----------------------------------------------
+    role: Literal["all", "serve", "train"] = Field(
+        default="all",
+        description="What this process does: `all` serves and trains (one machine); `serve` answers"
+        " requests and queues POST /train jobs in Postgres, never trains; `train` claims queued jobs"
+        " (FOR UPDATE SKIP LOCKED, with a lease) and runs them, serving no model.",
+    )
+    job_queue_timeout_s: float = Field(
+        default=3600.0,
+        ge=10,
+        description="A job queued for a `train` process (`role=serve`) that none claims within this fails.",
+    )
+    job_claim_poll_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="How often a `train`/`all` process looks for queued jobs (besides Postgres NOTIFY).",
+    )
+
+    # --- served traffic: what /inference answered, sampled for drift/class-share/collapse checks -----
+    served_sample_rate: float = Field(
+        default=1.0,
+        ge=0,
+        le=1,
+        description="Share of /inference predictions recorded in Postgres (text hash, task, model version,"
+        " label, confidence, time); 0 = none.",
+    )
+    served_store_text: bool = Field(
+        default=False, description="Record the text itself with each sampled prediction (else only its hash)."
+    )
+    served_retention_days: float = Field(
+        default=30.0, gt=0, description="Sampled predictions older than this are deleted."
+    )
+
     train_data_roots: str = Field(
         default="",
         description="Folders (comma-separated) whose files POST /train may name as `dataset`; empty = the"
@@ -379,6 +415,12 @@ class Settings(BaseSettings):
                 f" declared: {', '.join(declared)}"
             )
         return listed or declared
+
+    def effective_reload_poll_s(self) -> float:
+        """``reload_poll_s``, or its role default when unset (30 s for serving replicas, else off)."""
+        if self.reload_poll_s is not None:
+            return self.reload_poll_s
+        return 30.0 if self.role == "serve" else 0.0
 
     def resolved_home(self) -> Path:
         return self.home.expanduser().resolve()

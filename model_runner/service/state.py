@@ -78,7 +78,7 @@ class ServiceState:
             if self.settings.hub_poll_s:
                 poll = self.hub.poll(self.reload, started=self.models_started)
                 self._background.append(asyncio.create_task(poll, name="hub-poll"))
-        elif self.settings.reload_poll_s:
+        elif self.settings.effective_reload_poll_s():
             self._background.append(asyncio.create_task(self._poll_registry(), name="registry-poll"))
 
     async def _retrying(self, what: str, step) -> None:
@@ -125,7 +125,7 @@ class ServiceState:
 
     async def _poll_registry(self) -> None:
         while True:
-            await asyncio.sleep(self.settings.reload_poll_s)
+            await asyncio.sleep(self.settings.effective_reload_poll_s())
             for task in self.models.tasks:
                 try:
                     await self.reload(task)
