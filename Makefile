@@ -9,7 +9,7 @@ VENV_AF := .venv-airflow
 # This machine's pip config lists file:// mirrors that warn on every package; keep the log readable.
 QUIET_PIP := grep -v "Location 'file:" || true
 
-.PHONY: help install demo up down status screenshots chromium test test-service test-airflow lint bench gpu-check clean
+.PHONY: help install demo up down status screenshots chromium haproxy test test-service test-airflow lint bench gpu-check clean
 
 help:
 	@echo "make demo      install, start the local stack, retrain through Airflow, inspect tweets, summary"
@@ -17,6 +17,7 @@ help:
 	@echo "make install   create .venv (service) and .venv-airflow (Airflow, no torch)"
 	@echo "make test      install, then run the whole test suite"
 	@echo "make up        start the local stack (Postgres, MLflow, ModelRunner, Airflow, SMTP sink)"
+	@echo "               (TWEETPULSE_STACK_REPLICAS=N: N serving replicas + a train process behind HAProxy)"
 	@echo "make down      stop every process the stack started"
 	@echo "make status    what the stack runs"
 	@echo "make screenshots  PNGs of the running stack (after make demo) into docs/images/ (needs chromium)"
@@ -54,6 +55,7 @@ demo: install
 # The local stack without Docker (infra/stack/): embedded Postgres + pgvector, MLflow server, ModelRunner,
 # Airflow 3 (api-server, scheduler, dag-processor, triggerer) and an SMTP sink, all on loopback.
 up: install
+	@if [ "$${TWEETPULSE_STACK_REPLICAS:-1}" != 1 ]; then $(MAKE) --no-print-directory haproxy; fi
 	$(VENV)/bin/python infra/stack/stack.py up
 
 down:
@@ -71,6 +73,13 @@ chromium:
 		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
 		else echo "the browser tests need Debian's chromium: sudo apt-get install chromium"; exit 1; fi; }
 
+# Debian's HAProxy: the balancer of the local stack's serving replicas (TWEETPULSE_STACK_REPLICAS > 1)
+# and of the replica test.
+haproxy:
+	@command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || { \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq haproxy >/dev/null; \
+		else echo "the serving replicas need Debian's haproxy: sudo apt-get install haproxy"; exit 1; fi; }
+
 screenshots: $(VENV)/.installed chromium
 	@$(VENV)/bin/python -c "import playwright" 2>/dev/null || \
 		{ $(VENV)/bin/python -m pip install -q playwright 2>&1 | $(QUIET_PIP); }
@@ -87,9 +96,9 @@ test: install lint
 
 # The clean venvs of the two "outside" tests (tests/fresh_venvs.py) install in the background while
 # the suite runs; those tests wait for them.
-test-service: chromium
+test-service: chromium haproxy
 	@mkdir -p .tweetpulse; $(VENV)/bin/python -m tests.fresh_venvs > .tweetpulse/fresh-venvs.log 2>&1 & prebuild=$$!; \
-	TWEETPULSE_REQUIRE_BROWSER=1 $(VENV)/bin/python -m pytest tests --ignore=tests/airflow; rc=$$?; \
+	TWEETPULSE_REQUIRE_BROWSER=1 TWEETPULSE_REQUIRE_HAPROXY=1 $(VENV)/bin/python -m pytest tests --ignore=tests/airflow; rc=$$?; \
 	wait $$prebuild; cat .tweetpulse/fresh-venvs.log; exit $$rc
 
 # The DAG tests run in Airflow's own environment (no torch); they start the ModelRunner from $(VENV).

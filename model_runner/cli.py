@@ -117,6 +117,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from model_runner.service.server import run
 
     settings = get_settings()
+    if args.role:
+        settings = settings.model_copy(update={"role": args.role})
     host, port = args.host or settings.host, args.port or settings.port
     # one worker: the models and micro-batchers live in this process; scale with replicas instead
     run(create_app(settings), settings, host=host, port=port)
@@ -233,6 +235,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="start the HTTP service (uvicorn)")
     serve.add_argument("--host", help="bind address (default: TWEETPULSE_HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default: TWEETPULSE_PORT or 8000)")
+    serve.add_argument(
+        "--role",
+        choices=["all", "serve", "train"],
+        help="all: serve and train (one machine); serve: answer requests, queue training jobs;"
+        " train: claim queued jobs and run them (default: TWEETPULSE_ROLE or all)",
+    )
     serve.set_defaults(func=_cmd_serve)
     return parser
 

@@ -28,6 +28,13 @@ class StackConfig(BaseSettings):
         default=Path(".tweetpulse"), validation_alias=AliasChoices("TWEETPULSE_HOME", "TWEETPULSE_STACK_HOME")
     )
     runner_port: int = Field(default=8000, validation_alias=AliasChoices("TWEETPULSE_PORT"))
+    replicas: int = Field(
+        default=1,
+        ge=1,
+        le=16,
+        description="ModelRunner serving replicas: 1 = one process that serves and trains (role all);"
+        " N > 1 = N `serve` replicas and one `train` process behind HAProxy on TWEETPULSE_PORT.",
+    )
     mlflow_port: int = 5000
     airflow_port: int = 8080
     smtp_port: int = 1025

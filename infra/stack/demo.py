@@ -243,6 +243,13 @@ def print_where_to_look(cfg: StackConfig) -> None:
     print(f"   Airflow UI      {airflow_url(cfg)}   (login admin / {secret['airflow_password']})")
     print(f"   MLflow UI       {mlflow_url(cfg)}")
     print(f"   ModelRunner     {runner_url(cfg)}/docs   (API token in {cfg.run_dir / 'secrets.json'})")
+    if cfg.replicas > 1:
+        from balancer import stats_port
+
+        print(
+            f"                   HAProxy in front of {cfg.replicas} serving replicas and one train process;"
+            f" its page: http://127.0.0.1:{stats_port(cfg)}/"
+        )
     print(f"   mail (alerts)   {cfg.mail_dir}/*.eml")
     print(f"   logs            {cfg.log_dir}/  (training jobs: {cfg.log_dir / 'jobs'})")
     print("   stop with       make down;  see what runs: make status")

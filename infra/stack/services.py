@@ -149,6 +149,45 @@ def airflow_variables(cfg: StackConfig) -> dict[str, str]:
     }
 
 
+def _runner(name: str, port: int, role: str, env: dict[str, str]) -> Service:
+    return Service(
+        Proc(
+            name,
+            [str(VENV / "model-runner"), "serve", "--port", str(port), "--role", role],
+            env={**env, "TWEETPULSE_PORT": str(port), "TWEETPULSE_ROLE": role},
+            cwd=REPO,
+        ),
+        http_ok(f"http://127.0.0.1:{port}/health/live"),
+        f"http://127.0.0.1:{port}/docs",
+    )
+
+
+def model_runners(cfg: StackConfig, env: dict[str, str]) -> dict[str, Service]:
+    """One process that serves and trains, or (``replicas`` > 1) the replicas, the train process and
+    HAProxy in front of the replicas on the ModelRunner's port (infra/stack/balancer.py)."""
+    if cfg.replicas == 1:
+        return {"model-runner": _runner("model-runner", cfg.runner_port, "all", env)}
+    from balancer import haproxy_binary, replica_names, replica_port, train_port, write_config
+
+    haproxy = haproxy_binary()
+    if haproxy is None:
+        raise RuntimeError(
+            f"TWEETPULSE_STACK_REPLICAS={cfg.replicas} needs HAProxy: `make haproxy`"
+            " (Debian's package: apt-get install haproxy)"
+        )
+    services = {
+        name: _runner(name, replica_port(cfg, i), "serve", env)
+        for i, name in enumerate(replica_names(cfg), start=1)
+    }
+    services["model-runner-train"] = _runner("model-runner-train", train_port(cfg), "train", env)
+    services["balancer"] = Service(
+        Proc("balancer", [haproxy, "-db", "-f", str(write_config(cfg))]),
+        http_ok(f"{runner_url(cfg)}/health/live"),
+        f"{runner_url(cfg)}/docs",
+    )
+    return services
+
+
 def build(cfg: StackConfig, pg_uri: str) -> dict[str, Service]:
     sec = cfg.secrets()
     cfg.mail_dir.mkdir(parents=True, exist_ok=True)
@@ -199,16 +238,7 @@ def build(cfg: StackConfig, pg_uri: str) -> dict[str, Service]:
             http_ok(f"{mlflow_url(cfg)}/health"),
             mlflow_url(cfg),
         ),
-        "model-runner": Service(
-            Proc(
-                "model-runner",
-                [str(VENV / "model-runner"), "serve", "--port", str(cfg.runner_port)],
-                env=runner_env,
-                cwd=REPO,
-            ),
-            http_ok(f"{runner_url(cfg)}/health/live"),
-            f"{runner_url(cfg)}/docs",
-        ),
+        **model_runners(cfg, runner_env),
         "airflow-api-server": Service(
             Proc(
                 "airflow-api-server",

@@ -129,6 +129,16 @@ def status(cfg: StackConfig) -> int:
         "mlflow": f"{mlflow_url(cfg)}/health",
         "airflow-api-server": f"{airflow_url(cfg)}/api/v2/monitor/health",
     }
+    if cfg.replicas > 1:
+        from balancer import backend_states, replica_names, replica_port, train_port
+
+        urls["balancer"] = f"{runner_url(cfg)}/health/ready"
+        urls["model-runner-train"] = f"http://127.0.0.1:{train_port(cfg)}/health/ready"
+        for i, name in enumerate(replica_names(cfg), start=1):
+            urls[name] = f"http://127.0.0.1:{replica_port(cfg, i)}/health/ready"
+        balanced = backend_states(cfg)
+    else:
+        balanced = {}
     running = 0
     names = sorted(p.stem for p in cfg.run_dir.glob("*.pid")) if cfg.run_dir.exists() else []
     for name in names:
@@ -140,9 +150,17 @@ def status(cfg: StackConfig) -> int:
             import httpx
 
             try:
-                extra = f"  {urls[name]} -> {httpx.get(urls[name], timeout=3).status_code}"
-            except httpx.HTTPError as exc:
+                answer = httpx.get(urls[name], timeout=3)
+                extra = f"  {urls[name]} -> {answer.status_code}"
+                is_json = answer.headers.get("content-type") == "application/json"
+                if name.startswith("model-runner") and is_json:
+                    body = answer.json()
+                    served = ", ".join(f"{t}={v or '-'}" for t, v in body.get("models", {}).items())
+                    extra += f"  role={body.get('role')} serves {served or 'nothing'}"
+            except (httpx.HTTPError, ValueError) as exc:
                 extra = f"  {urls[name]} -> {type(exc).__name__}"
+            if name in balanced:
+                extra += f"  balancer: {balanced[name]}"
         print(f"{name:<24} {state:<8} {pid or '':<8}{extra}")
     pg = cfg.root / "pgdata" / "postmaster.pid"
     pg_pid = int(pg.read_text().split()[0]) if pg.exists() else None

@@ -34,6 +34,7 @@ except ImportError:  # pragma: no cover - psutil is a dependency; /proc is the f
     psutil = None
 
 from model_runner.data import DataError
+from model_runner.db.notify import CHAMPION_CHANNEL, notify
 from model_runner.jobs.publish import publish_to_hub
 from model_runner.settings import Settings
 from model_runner.store.jobs import HubPush, JobResult, JobStore
@@ -327,6 +328,8 @@ def _run_claimed(settings: Settings, components, store: JobStore, job, lease: Le
         try:
             store.merge_result(job_id, promoted, token=token)
             store.update(job_id, token=token, model_version=str(version))
+            # serving replicas elsewhere swap to it now, not when this worker has ended
+            notify(store.db, CHAMPION_CHANNEL, job.task)
         except _DB_ERRORS as exc:
             log.warning("job %s: promotion not yet recorded (%s)", job_id, _brief(exc))
 

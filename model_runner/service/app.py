@@ -81,5 +81,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # outermost first: size limit before anything reads the body; metrics see every response
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(DocsGuard, state=state)
-    app.add_middleware(MetricsMiddleware, metrics=state.metrics)
+    app.add_middleware(MetricsMiddleware, metrics=state.metrics, replica=state.replica)
     return app

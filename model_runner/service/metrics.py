@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+)
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -16,6 +24,10 @@ class ServiceMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        # the process's CPU, memory, open files, GC and Python version (process_*, python_*), as the
+        # default registry would have them: one collector each, shared by every app of this process
+        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            r.register(collector)
         self.requests = Counter(
             "tweetpulse_http_requests", "HTTP requests", ["method", "route", "status"], registry=r
         )
@@ -64,6 +76,24 @@ class ServiceMetrics:
         )
         for state in JOB_STATES:
             self.jobs.labels(state).set(0)
+        self.queue_depth = Gauge(
+            "tweetpulse_training_queue_depth",
+            "Training jobs queued in Postgres that no train process has claimed yet",
+            registry=r,
+        )
+        self.loaded_at = Gauge(
+            "tweetpulse_served_model_loaded_timestamp_seconds",
+            "When the served model of the task was trained (Unix time; when it was loaded, for models"
+            " that do not record it): the model's age is time() minus this",
+            ["task"],
+            registry=r,
+        )
+        self.role = Gauge(
+            "tweetpulse_process_role_info",
+            "What this process does (serve, train or all)",
+            ["role"],
+            registry=r,
+        )
 
     def observe_batch(self, task: str, texts: int, computed: int) -> None:
         if computed:
@@ -77,6 +107,8 @@ class ServiceMetrics:
             for labels in list(gauge._metrics):
                 if labels[0] == model.task:
                     gauge.remove(*labels)
+        born = getattr(model, "trained_at", None) or getattr(model, "loaded_at", None)
+        self.loaded_at.labels(model.task).set(born.timestamp() if born is not None else time.time())
         precision = getattr(model, "precision", "int8" if model.quantized else "fp32")
         self.model_info.labels(model.task, model.name, model.version, precision).set(1)
         runtime = getattr(model, "runtime_name", "torch-int8" if model.quantized else "torch")
@@ -89,14 +121,17 @@ class ServiceMetrics:
     def job_counts(self, counts: dict[str, int]) -> None:
         for state in JOB_STATES:
             self.jobs.labels(state).set(counts.get(state, 0))
+        self.queue_depth.set(counts.get("unclaimed", 0))
 
 
 class MetricsMiddleware:
     """Counts and times every request by its route template (``/train/{job_id}``, not the raw path)."""
 
-    def __init__(self, app: ASGIApp, metrics: ServiceMetrics):
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics, replica: str | None = None):
         self.app = app
         self.metrics = metrics
+        # every answer names the process that gave it: behind a balancer, which replica answered
+        self._replica = [(b"x-tweetpulse-replica", replica.encode())] if replica else []
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -107,6 +142,8 @@ class MetricsMiddleware:
         async def _send(message):
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
+                if self._replica:
+                    message = {**message, "headers": [*message.get("headers", []), *self._replica]}
             await send(message)
 
         start = time.perf_counter()

@@ -105,7 +105,7 @@ async def after_job(state, job: Job, *, at_startup: bool = False) -> JobResult:
     info = JobResult(champion_version=champion_version, promoted=promoted)
     if promoted and champion_version and not result.model_version:
         info.model_version = str(job.model_version or champion_version)
-    if task in state.models.tasks:
+    if task in state.models.tasks and getattr(state, "serves", True):
         reload = None
         for attempt in range(RELOAD_ATTEMPTS):
             reload = ReloadRecord(**(await state.reload(task)).to_dict())
@@ -116,7 +116,7 @@ async def after_job(state, job: Job, *, at_startup: bool = False) -> JobResult:
                 await asyncio.sleep(2.0 * (attempt + 1))
         info.reload = reload
     else:
-        info.reload = ReloadRecord(task=task, message=f"task {task} is not served here")
+        info.reload = ReloadRecord(task=task, message=f"task {task} is not served by this process")
     served = state.models.get(task)
     info.served_version = str(served.version) if served else None
     if champion is not None and push_pending(settings, task, champion):
@@ -154,10 +154,10 @@ async def _after_job_hub(state, job: Job, *, registry: bool = True) -> JobResult
         except Exception as exc:
             hub = {"pushed": False, "error": f"{type(exc).__name__}"}
         info.hub_retry = HubPush(**{**hub, "version": champion_version})
-    if task in state.models.tasks:
+    if task in state.models.tasks and getattr(state, "serves", True):
         info.reload = ReloadRecord(**(await state.reload(task)).to_dict())
     else:
-        info.reload = ReloadRecord(task=task, message=f"task {task} is not served here")
+        info.reload = ReloadRecord(task=task, message=f"task {task} is not served by this process")
     served = state.models.get(task)
     info.served_version = str(served.version) if served else None
     info.reconciled_at = datetime.now(UTC)

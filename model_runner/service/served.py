@@ -63,6 +63,14 @@ class ServedModel:
         return f"{engine}-int8" if self.quantized else engine
 
     @property
+    def trained_at(self) -> datetime | None:
+        """When the model was trained (its ``tweetpulse.json``); None for models older than the field."""
+        try:
+            return datetime.fromisoformat(self.model.meta["trained_at"])
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    @property
     def labels(self) -> list[str]:
         return self.model.labels
 

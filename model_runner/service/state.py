@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 from fastapi.concurrency import run_in_threadpool
 from prometheus_client import Gauge
 
+from model_runner.db.notify import CHAMPION_CHANNEL, JOBS_CHANNEL, Listener, notify
 from model_runner.service import reconcile
 from model_runner.service.auth import Tokens
 from model_runner.service.hub_source import HubSource
@@ -52,6 +54,11 @@ class ServiceState:
                 registry=self.metrics.registry,
             )
             self.hub.on_check = lambda task, when: self.hub_last_check.labels(task).set(when.timestamp())
+        self.role = settings.role
+        self.serves = settings.role in ("all", "serve")  # a train process loads no model
+        self.metrics.role.labels(settings.role).set(1)
+        self.listener: Listener | None = None
+        self.replica = f"{socket.gethostname()}:{os.getpid()}"
         self.started_at = datetime.now(UTC)
         self.startup_done = asyncio.Event()  # the database is migrated and jobs recovered
         self.models_started = asyncio.Event()  # every task's first load ended (loaded or no champion)
@@ -73,6 +80,9 @@ class ServiceState:
         self.models.start()
         # independent: the champion loads from the registry while Postgres is still down
         self._background.append(asyncio.create_task(self._startup(), name="startup-database"))
+        if not self.serves:
+            self.models_started.set()
+            return
         self._background.append(asyncio.create_task(self._load_models(), name="startup-models"))
         if self.hub is not None:
             if self.settings.hub_poll_s:
@@ -104,6 +114,31 @@ class ServiceState:
         await self._retrying("database", database)
         self.startup_error = None
         self.startup_done.set()
+        self._listen()
+
+    def _listen(self) -> None:
+        """LISTEN for queued jobs (a process that trains) and ended jobs (a serving replica of a
+        deployment with separate train processes): both act at once instead of at their next poll."""
+        handlers = {}
+        if self.jobs.trains:
+            handlers[JOBS_CHANNEL] = self._on_job_queued
+        if self.role == "serve":
+            handlers[CHAMPION_CHANNEL] = self._on_job_ended
+        if handlers:
+            self.listener = Listener(
+                self.components.db, handlers, retry_max_s=self.settings.startup_retry_max_s
+            )
+            self._background.append(asyncio.create_task(self.listener.run(), name="listen"))
+
+    async def _on_job_queued(self, payload: str | None) -> None:
+        self.jobs.wake()
+
+    async def _on_job_ended(self, task: str | None) -> None:
+        """A job ended somewhere (None: the LISTEN connection came back, anything may have ended)."""
+        names = list(self.models.tasks) if task is None else [task] if task in self.models.tasks else []
+        for name in names:
+            result = await self.reload(name)
+            log.info("NOTIFY %s: %s", name, result.message)
 
     async def _load_models(self) -> None:
         """Each task's champion (hub mode: its Hub commit), retried while the registry (the Hub) cannot
@@ -143,9 +178,17 @@ class ServiceState:
         return what the job's result records (``reload``, ``served_version``, ``promoted``, ``hub``).
         ``None``: the supervisor's start-up sweep (Hub pushes the champion misses)."""
         if job is None:
-            await reconcile.at_startup(self)
+            if self.jobs.trains:  # Hub pushes and unrecorded job ends: the business of a train process
+                await reconcile.at_startup(self)
             return None
-        return await reconcile.after_job(self, job)
+        info = await reconcile.after_job(self, job)
+        # serving replicas elsewhere reload the task now rather than at their next registry poll
+        if self.jobs.trains:
+            try:
+                await run_in_threadpool(notify, self.components.db, CHAMPION_CHANNEL, job.task)
+            except Exception as exc:
+                log.warning("NOTIFY of job %s skipped (%s); replicas poll", job.id, type(exc).__name__)
+        return info
 
     def begin_drain(self) -> None:
         """SIGTERM: readiness answers 503 from now on; the server lets in-flight requests finish."""

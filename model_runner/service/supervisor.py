@@ -1,5 +1,10 @@
 """Runs training jobs in a child process and reacts when they end (reconciliation: reload, Hub push).
 
+Roles (``settings.role``): ``all`` runs the jobs it is asked for itself (the job is claimed at birth);
+``serve`` only queues them in Postgres; ``train`` (and ``all``, for jobs others queued) claims queued
+jobs with ``FOR UPDATE SKIP LOCKED`` and a lease, one at a time, woken by ``NOTIFY tweetpulse_jobs``
+or its poll (``job_claim_poll_s``). A serving replica never starts a worker and never adopts one.
+
 The child is a new session (its own process group), so a cancel that outlives its grace period
 stops the worker together with its CV pool; ``/inference`` never shares a process with training.
 
@@ -78,6 +83,23 @@ def same_process(pid: int | None, started_at: datetime | None) -> bool:
     return now is not None and abs(now - started_at.timestamp()) < 1.0
 
 
+def supervisor_alive(claimed_by: str | None, me: str) -> bool:
+    """``claimed_by`` ("host:pid:start-time") names a live process of this host other than ``me``."""
+    if not claimed_by or claimed_by == me:
+        return False
+    host, _, rest = claimed_by.partition(":")
+    pid, _, started = rest.partition(":")
+    if host != socket.gethostname() or not pid.isdigit() or not started:
+        return False
+    if int(pid) == os.getpid():
+        return False
+    now = process_start_time(int(pid))
+    try:
+        return now is not None and abs(now - float(started)) < 1.0
+    except ValueError:
+        return False
+
+
 class TrainingSupervisor:
     def __init__(self, components: Components, *, on_finished=None, on_state=None):
         self.settings = components.settings
@@ -90,8 +112,16 @@ class TrainingSupervisor:
         self._watchers: set[asyncio.Task] = set()
         self._watching: set[str] = set()
         self._sweeper: asyncio.Task | None = None
+        self._claimer: asyncio.Task | None = None
+        self._wake = asyncio.Event()
         self._stopping = False
         self.host = socket.gethostname()
+        self.trains = self.settings.role in ("all", "train")
+        # who supervises a job's worker: a neighbour on this host that is alive keeps its workers
+        started = process_start_time(os.getpid())
+        self.identity = (
+            f"{self.host}:{os.getpid()}:{started:.2f}" if started else f"{self.host}:{os.getpid()}"
+        )
         self.log_dir = self.settings.resolved_home() / "logs" / "jobs"
 
     @property
@@ -107,7 +137,7 @@ class TrainingSupervisor:
         lease sweep on the event loop when it can (else the next ``submit`` does).
         """
         failed: list[str] = []
-        for job in self.store.active_jobs():
+        for job in self.store.active_jobs() if self.trains else ():
             if job.id in self._procs:
                 continue
             reason = self._recover_one(job)
@@ -118,7 +148,13 @@ class TrainingSupervisor:
         return failed
 
     def _recover_one(self, job: Job) -> str | None:
-        """What to do with an active job found at start-up: None = leave it (adopted or remote)."""
+        """What to do with an active job found at start-up: None = leave it (adopted, remote, queued
+        for a train process, or supervised by another live process of this host)."""
+        if job.state == "queued" and job.lease_token is None:
+            return None  # waiting in the queue: a train process claims it (or its queue timeout fails it)
+        if supervisor_alive(job.claimed_by, self.identity):
+            log.info("training job %s is supervised by %s: left alone", job.id, job.claimed_by)
+            return None
         if job.worker_host and job.worker_host != self.host:
             if self.store.lease_live(job):
                 log.info("training job %s runs on %s with a live lease: left alone", job.id, job.worker_host)
@@ -155,6 +191,8 @@ class TrainingSupervisor:
             self._start_watcher(job_id)
         if self._sweeper is None or self._sweeper.done():
             self._sweeper = asyncio.create_task(self._sweep(), name="job-sweep")
+        if self.trains and (self._claimer is None or self._claimer.done()):
+            self._claimer = asyncio.create_task(self._claim_loop(), name="job-claim")
 
     def _start_watcher(self, job_id: str) -> None:
         if job_id in self._watching:
@@ -178,25 +216,42 @@ class TrainingSupervisor:
             log.warning("failed %d training job(s) whose lease expired: %s", len(ids), ", ".join(ids))
         return ids
 
-    def _create(self, task: str, params: dict) -> Job:
+    def _create(self, task: str, params: dict, token: str | None) -> Job:
+        def create() -> Job:
+            return self.store.create(
+                task,
+                params,
+                token=token,
+                claimed_by=self.identity,
+                queue_timeout_s=self.settings.job_queue_timeout_s,
+            )
+
         try:
-            return self.store.create(task, params)
+            return create()
         except ActiveJobExists:
             # the job in the way may be one whose worker died: its lease tells
             if not self.fail_expired():
                 raise
-            return self.store.create(task, params)
+            return create()
 
     async def submit(self, task: str, params: dict) -> Job:
+        """Queue a job; a process that trains claims it at birth and starts its worker at once, a
+        serving replica leaves it to the ``train`` processes (``NOTIFY`` wakes them)."""
         self._start_background()
-        job = await run_in_threadpool(self._create, task, params)
-        token = uuid.uuid4().hex
+        token = uuid.uuid4().hex if self.trains else None
+        job = await run_in_threadpool(self._create, task, params, token)
+        if token is not None:
+            await self._launch(job.id, token)
+        return job
+
+    async def _launch(self, job_id: str, token: str) -> None:
+        """Start the worker of a job this process holds (``token``) and watch it."""
         try:
-            handle = self._spawn(job.id, token)
+            handle = self._spawn(job_id, token)
         except OSError as exc:
             await run_in_threadpool(
                 self.store.update,
-                job.id,
+                job_id,
                 state="failed",
                 error=f"could not start the worker: {type(exc).__name__}",
                 finished_at=datetime.now(UTC),
@@ -206,15 +261,41 @@ class TrainingSupervisor:
         with contextlib.suppress(Exception):  # the worker records the same when it claims the job
             await run_in_threadpool(
                 self.store.update,
-                job.id,
+                job_id,
                 only_if_active=True,
                 worker_pid=handle.pid,
                 worker_host=self.host,
                 worker_started_at=started,
-                lease_token=token,
             )
-        self._start_watcher(job.id)
-        return job
+        self._start_watcher(job_id)
+
+    # --- the queue (role train, and all) ----------------------------------------------------------
+    def wake(self) -> None:
+        """A job was queued (``NOTIFY tweetpulse_jobs``): look for it now."""
+        self._wake.set()
+
+    async def _claim_loop(self) -> None:
+        """Claim queued jobs, one at a time, while no worker of this process runs."""
+        while not self._stopping:
+            self._wake.clear()
+            if not self.worker_running:
+                token = uuid.uuid4().hex
+                try:
+                    job = await run_in_threadpool(
+                        self.store.claim_next, token, host=self.host, claimed_by=self.identity
+                    )
+                except Exception as exc:
+                    log.warning("claiming a queued job failed (%s: %s)", type(exc).__name__, str(exc)[:200])
+                    job = None
+                if job is not None:
+                    log.info("training job %s claimed from the queue", job.id)
+                    try:
+                        await self._launch(job.id, token)
+                    except OSError:
+                        log.exception("could not start the worker of job %s", job.id)
+                    continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.settings.job_claim_poll_s)
 
     @property
     def worker_running(self) -> bool:
@@ -384,8 +465,9 @@ class TrainingSupervisor:
         """Stop running workers: SIGTERM to each worker's process group, then SIGKILL after
         ``train_worker_stop_grace_s``; their jobs end as failed/interrupted, a promotion stands."""
         self._stopping = True
-        if self._sweeper is not None:
-            self._sweeper.cancel()
+        for task in (self._sweeper, self._claimer):
+            if task is not None:
+                task.cancel()
         for watcher in list(self._watchers):
             watcher.cancel()
         grace = self.settings.train_worker_stop_grace_s
@@ -404,6 +486,5 @@ class TrainingSupervisor:
             except Exception as exc:  # the next start-up (or the lease sweep) ends it instead
                 log.warning("could not end job %s (%s)", job_id, type(exc).__name__)
             self._procs.pop(job_id, None)
-        await asyncio.gather(
-            *self._watchers, *([self._sweeper] if self._sweeper else []), return_exceptions=True
-        )
+        background = [t for t in (self._sweeper, self._claimer) if t is not None]
+        await asyncio.gather(*self._watchers, *background, return_exceptions=True)

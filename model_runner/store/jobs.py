@@ -1,7 +1,9 @@
 """Training jobs in Postgres: the one source of truth for the service, the worker and Airflow.
 
 A partial unique index admits one queued/running job, so two concurrent submissions cannot both
-start, whichever process or replica receives them.
+start, whichever process or replica receives them. A job is either claimed at birth by the process
+that runs it (``role=all``: ``create(token=...)``) or queued for a ``train`` process, which takes it
+with ``claim_next`` (``FOR UPDATE SKIP LOCKED``) and a lease.
 
 Every job carries a lease (``lease_expires_at``) that its worker renews while it lives; a job whose
 lease expired is failed by whichever process notices. The worker's own writes name its
@@ -21,6 +23,7 @@ from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict, ValidationError, model_serializer
 
 from model_runner.db import Database
+from model_runner.db.notify import JOBS_CHANNEL
 from model_runner.errors import TweetpulseError
 
 ACTIVE = ("queued", "running")
@@ -40,6 +43,7 @@ _COLUMNS = {
     "worker_started_at",
     "lease_token",
     "result",
+    "claimed_by",
 }
 
 
@@ -147,6 +151,7 @@ class Job:
     heartbeat_at: datetime | None = None
     lease_expires_at: datetime | None = None
     detail: str | None = None  # where in its stage the job is, e.g. "epoch 2/3, batch 120/400, loss 0.412"
+    claimed_by: str | None = None  # "host:pid:start-time" of the process that started its worker
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Job:
@@ -164,19 +169,58 @@ class JobStore:
         self.db = db
         self.lease_s = lease_s
 
-    def create(self, task: str, params: dict) -> Job:
+    def create(
+        self,
+        task: str,
+        params: dict,
+        *,
+        token: str | None = None,
+        claimed_by: str | None = None,
+        queue_timeout_s: float | None = None,
+    ) -> Job:
+        """A queued job. With ``token`` the caller runs it itself (the job is claimed at birth and its
+        worker must claim it within a lease); without, it waits for a ``train`` process to claim it
+        (``claim_next``) for at most ``queue_timeout_s``, and ``NOTIFY tweetpulse_jobs`` wakes them."""
         job_id = uuid.uuid4()
+        wait_s = self.lease_s if token is not None or queue_timeout_s is None else queue_timeout_s
         try:
             with self.db.connect() as conn:
                 conn.execute(
-                    "INSERT INTO training_jobs (id, task, state, stage, params, lease_expires_at)"
-                    " VALUES (%s, %s, 'queued', 'queued', %s, now() + make_interval(secs => %s))",
-                    (job_id, task, Jsonb(params), self.lease_s),
+                    "INSERT INTO training_jobs (id, task, state, stage, params, lease_token, claimed_by,"
+                    " lease_expires_at) VALUES (%s, %s, 'queued', 'queued', %s, %s, %s,"
+                    " now() + make_interval(secs => %s))",
+                    (job_id, task, Jsonb(params), token, claimed_by if token else None, wait_s),
                 )
+                if token is None:
+                    conn.execute("SELECT pg_notify(%s, %s)", (JOBS_CHANNEL, str(job_id)))
         except psycopg.errors.UniqueViolation:
             active = self.active()
             raise ActiveJobExists(active.id if active else None) from None
         return self.get(str(job_id))
+
+    def claim_next(self, token: str, *, host: str, claimed_by: str) -> Job | None:
+        """Take the oldest queued job nobody claimed (``FOR UPDATE SKIP LOCKED``: two ``train``
+        processes never take the same row): it gets ``token`` and a fresh lease, within which the
+        worker this process starts must claim it (``claim``) and renew it. None: nothing queued."""
+        with self.db.connect() as conn, conn.cursor(row_factory=dict_row) as cur:
+            row = cur.execute(
+                "UPDATE training_jobs SET lease_token = %s, worker_host = %s, claimed_by = %s,"
+                " stage = 'claimed',"
+                " lease_expires_at = now() + make_interval(secs => %s), updated_at = now()"
+                " WHERE id = (SELECT id FROM training_jobs WHERE state = 'queued' AND lease_token IS NULL"
+                " ORDER BY created_at FOR UPDATE SKIP LOCKED LIMIT 1)"
+                " RETURNING *",
+                (token, host, claimed_by, self.lease_s),
+            ).fetchone()
+        return Job.from_row(row) if row else None
+
+    def queue_depth(self) -> int:
+        """Jobs waiting for a ``train`` process (queued, not yet claimed)."""
+        with self.db.connect() as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM training_jobs WHERE state = 'queued' AND lease_token IS NULL"
+            ).fetchone()
+        return int(row[0]) if row else 0
 
     def get(self, job_id: str) -> Job | None:
         try:
@@ -297,11 +341,13 @@ class JobStore:
         with self.db.connect() as conn:
             rows = conn.execute(
                 "UPDATE training_jobs SET state = 'failed', finished_at = now(), updated_at = now(),"
-                " error = 'interrupted: the worker'"
+                " error = CASE WHEN lease_token IS NULL THEN"
+                " 'no train process claimed the job before its queue timeout' ELSE"
+                " 'interrupted: the worker'"
                 " || coalesce(' on ' || worker_host, '') || coalesce(' (pid ' || worker_pid || ')', '')"
                 " || ' stopped renewing its lease'"
                 " || coalesce(' (last heartbeat ' || to_char(heartbeat_at AT TIME ZONE 'UTC',"
-                " 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') || ')', '')"
+                " 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') || ')', '') END"
                 " WHERE state IN ('queued', 'running')"
                 " AND (lease_expires_at IS NULL OR lease_expires_at <= now()) AND NOT (id = ANY(%s))"
                 " RETURNING id",
@@ -331,13 +377,3 @@ class JobStore:
                 "SELECT cancel_requested FROM training_jobs WHERE id = %s", (uuid.UUID(job_id),)
             ).fetchone()
         return bool(row and row[0])
-
-    def mark_interrupted(self, reason: str) -> list[str]:
-        """Jobs a dead process left queued or running end as failed, never stay 'running'."""
-        with self.db.connect() as conn:
-            rows = conn.execute(
-                "UPDATE training_jobs SET state = 'failed', error = %s, finished_at = now(),"
-                " updated_at = now() WHERE state IN ('queued', 'running') RETURNING id",
-                (reason,),
-            ).fetchall()
-        return [str(r[0]) for r in rows]

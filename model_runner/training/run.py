@@ -16,6 +16,7 @@ import logging
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -410,7 +411,12 @@ def register(
     is loaded, each candidate runtime is checked and timed on them (modeling/runtimes.py)."""
     metrics = evaluation.report.metrics
     final.model.meta.update(
-        {"serving": evaluation.quantization.chosen, "metrics": _headline(metrics, plan.metric)}
+        {
+            "serving": evaluation.quantization.chosen,
+            "metrics": _headline(metrics, plan.metric),
+            # the served model's age (Prometheus rule: a champion older than the retrain schedule)
+            "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
     )
     pick = curve_sample(split.y_eval, probe_rows, plan.seed)
     final.model.probe = {

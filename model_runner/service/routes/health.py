@@ -39,6 +39,8 @@ class Readiness(BaseModel):
     checks: ReadyChecks
     components: ReadyComponents
     models: dict[str, str | None] = Field(description="The same as components.models.")
+    role: Literal["all", "serve", "train"] = Field(description="What this process does (setting `role`).")
+    replica: str = Field(description="This process: `host:pid`, to tell replicas behind a balancer apart.")
     startup_error: str | None = Field(None, description="Only while start-up fails and retries.")
 
 
@@ -66,8 +68,11 @@ async def ready(state: StateDep):
         "training_worker": state.jobs.worker_running,
         "draining": state.draining,
     }
-    serving = state.models.any_loaded and not state.draining
-    status = "not_ready" if not serving else ("ready" if database else "degraded")
+    if state.serves:
+        serving = state.models.any_loaded and not state.draining
+        status = "not_ready" if not serving else ("ready" if database else "degraded")
+    else:  # a train process: ready to claim jobs when the database answers
+        status = "ready" if database and not state.draining else "not_ready"
     body = {
         "status": status,
         "checks": {
@@ -78,6 +83,8 @@ async def ready(state: StateDep):
         },
         "components": components,
         "models": components["models"],
+        "role": state.role,
+        "replica": state.replica,
     }
     if state.startup_error:
         body["startup_error"] = state.startup_error

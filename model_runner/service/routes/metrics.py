@@ -23,4 +23,8 @@ async def metrics(state: StateDep):
 
 def _job_counts(state) -> dict[str, int]:
     with state.components.db.connect() as conn:
-        return dict(conn.execute("SELECT state, count(*) FROM training_jobs GROUP BY state").fetchall())
+        counts = dict(conn.execute("SELECT state, count(*) FROM training_jobs GROUP BY state").fetchall())
+        row = conn.execute(
+            "SELECT count(*) FROM training_jobs WHERE state = 'queued' AND lease_token IS NULL"
+        ).fetchone()
+    return {**counts, "unclaimed": int(row[0]) if row else 0}
