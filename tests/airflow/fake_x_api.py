@@ -1,7 +1,9 @@
 """A local HTTP server answering like the X API v2 with recorded responses (x_api_responses/*.json).
 
 tweepy's real code runs against it: the ``x_api`` connection's host points the client here.
-Each route has a script of responses; the last one repeats. Every request is recorded. A ``Corpus``
+Each route has a script of responses; the last one repeats. A script or responder is keyed by path
+(any method) or by ``"POST /2/tweets"`` (that method only). Every request is recorded, with the JSON
+body of a POST (``posted()``: the tweets tweepy asked to create). A ``Corpus``
 answers a route from a growing set of tweets the way the API pages: newest first, ``since_id`` and
 ``until_id`` exclusive, ``max_results`` per page and an opaque ``next_token``/``pagination_token``.
 """
@@ -37,6 +39,8 @@ class Seen:
     path: str
     query: dict[str, str]
     authorization: str | None
+    method: str = "GET"
+    body: dict | None = None
 
 
 class FakeXApi:
@@ -49,9 +53,18 @@ class FakeXApi:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):
+                self._answer(None)
+
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                self._answer(json.loads(raw) if raw else None)
+
+            def _answer(self, body: dict | None):
                 parts = urlsplit(self.path)
                 query = {k: v[0] for k, v in parse_qs(parts.query).items()}
-                reply = fake._next(parts.path, Seen(parts.path, query, self.headers.get("Authorization")))
+                auth = self.headers.get("Authorization")
+                reply = fake._next(parts.path, Seen(parts.path, query, auth, self.command, body))
                 payload = json.dumps(reply.body).encode()
                 self.send_response(reply.status)
                 self.send_header("Content-Type", "application/json")
@@ -69,6 +82,7 @@ class FakeXApi:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def script(self, path: str, *replies: Reply) -> None:
+        """``path`` alone matches every method; ``"POST /2/tweets"`` only that one."""
         self.scripts[path] = list(replies)
 
     def serve(self, path: str, responder: Callable[[dict[str, str]], Reply]) -> None:
@@ -78,15 +92,20 @@ class FakeXApi:
     def _next(self, path: str, seen: Seen) -> Reply:
         with self._lock:
             self.seen.append(seen)
-            if path in self.responders:
-                return self.responders[path](seen.query)
-            queue = self.scripts.get(path)
-            if not queue:
-                return Reply(404, {"title": "Not Found Error", "detail": f"no route {path}", "status": 404})
-            return queue.pop(0) if len(queue) > 1 else queue[0]
+            for key in (f"{seen.method} {path}", path):
+                if key in self.responders:
+                    return self.responders[key](seen.query)
+                queue = self.scripts.get(key)
+                if queue:
+                    return queue.pop(0) if len(queue) > 1 else queue[0]
+            return Reply(404, {"title": "Not Found Error", "detail": f"no route {path}", "status": 404})
 
-    def calls(self, path: str) -> list[Seen]:
-        return [s for s in self.seen if s.path == path]
+    def calls(self, path: str, method: str | None = None) -> list[Seen]:
+        return [s for s in self.seen if s.path == path and method in (None, s.method)]
+
+    def posted(self, path: str = "/2/tweets") -> list[dict]:
+        """The JSON bodies POSTed to ``path``, in order (every attempt, refused ones included)."""
+        return [s.body for s in self.calls(path, "POST")]
 
     def close(self) -> None:
         self.server.shutdown()

@@ -10,6 +10,7 @@ import pytest
 import requests
 from tweetpulse_dags.sources.base import Deadline, RateLimitExhausted, Target, parse_targets
 from tweetpulse_dags.sources.factory import DEFAULT_REPLAY_FILE
+from tweetpulse_dags.sources.mentions import MENTIONS, MentionsSource, MissingUserContext
 from tweetpulse_dags.sources.replay import ReplaySource
 from tweetpulse_dags.sources.x_api import XApiSource, build_client
 
@@ -224,3 +225,67 @@ def test_x_credentials_come_from_the_connection(monkeypatch):
         json.dumps({"conn_type": "http", "host": "proxy.local", "port": 8443, "password": "t"}),
     )
     assert credentials_from_connection().base_url == "https://proxy.local:8443"
+
+
+# --- the account's mentions (OAuth 1.0a user context) -------------------------------------------------
+ME, MENTIONED = "/2/users/me", "/2/users/1500000000000000001/mentions"
+USER_KEYS = {
+    "consumer_key": "consumer-key-test",
+    "consumer_secret": "consumer-secret-test",
+    "access_token": "1500000000000000001-access-token",
+    "access_token_secret": "access-token-secret-test",
+}
+
+
+@pytest.fixture
+def mentions(x_api, monkeypatch) -> MentionsSource:
+    """Built from the ``x_api`` connection as in a task: bearer token, user-context keys, host."""
+    conn = {"conn_type": "http", "host": x_api.url, "password": "test-bearer", "extra": USER_KEYS}
+    monkeypatch.setenv("AIRFLOW_CONN_X_API", json.dumps(conn))
+    x_api.script(ME, Reply(200, recorded("users_me")))
+    x_api.script(MENTIONED, Reply(200, recorded("users_mentions")))
+    return MentionsSource.from_connection()
+
+
+def test_mentions_are_read_as_the_account_with_user_context(x_api, mentions):
+    result = mentions.fetch(MENTIONS, 1897300000000000300, 100, Deadline(60))
+
+    assert [t.id for t in result.tweets] == [
+        1897300000000000399,
+        1897300000000000412,
+        1897300000000000421,
+        1897300000000000433,
+        1897300000000000455,
+    ]
+    assert [t.author for t in result.tweets] == ["chrisp", "dana_reads", "mosei", "orbly", "dana_reads"]
+    assert [t.retweet for t in result.tweets] == [False, False, True, False, False]
+    assert result.tweets[3].author_id == mentions.account(Deadline(5)).id == 1500000000000000001
+    assert result.kept == "newest" and not result.truncated and result.requests == 2
+    (me,) = x_api.calls(ME)
+    (call,) = x_api.calls(MENTIONED)
+    for seen in (me, call):  # OAuth 1.0a signed as the account, never the app's bearer token
+        assert seen.authorization.startswith("OAuth ")
+        assert 'oauth_consumer_key="consumer-key-test"' in seen.authorization
+        assert 'oauth_token="1500000000000000001-access-token"' in seen.authorization
+    assert call.query["since_id"] == "1897300000000000300" and call.query["max_results"] == "100"
+    assert "referenced_tweets" in call.query["tweet.fields"] and call.query["expansions"] == "author_id"
+    # the account is looked up once per source
+    mentions.fetch(MENTIONS, 1897300000000000455, 100, Deadline(60))
+    assert len(x_api.calls(ME)) == 1 and x_api.calls(MENTIONED)[-1].query["since_id"] == "1897300000000000455"
+
+
+def test_a_bounded_mentions_fetch_keeps_the_newest(x_api, mentions):
+    result = mentions.fetch(MENTIONS, None, 2, Deadline(60), until_id=1897300000000000500)
+    assert [t.id for t in result.tweets] == [1897300000000000433, 1897300000000000455]
+    assert result.truncated and result.kept == "newest"
+    (call,) = x_api.calls(MENTIONED)
+    assert call.query["max_results"] == "5" and call.query["until_id"] == "1897300000000000500"
+
+
+def test_mentions_need_the_user_context_keys(monkeypatch):
+    extra = {k: v for k, v in USER_KEYS.items() if k != "access_token_secret"}
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_X_API", json.dumps({"conn_type": "http", "password": "b", "extra": extra})
+    )
+    with pytest.raises(MissingUserContext, match="access_token_secret in the x_api connection's extra"):
+        MentionsSource.from_connection()

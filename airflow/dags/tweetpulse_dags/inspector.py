@@ -8,6 +8,11 @@ A run fetches at most ``max_tweets_per_target``. When more are waiting, nothing 
 pages newest first, so the run stores the newest ones and records the older rest as a backfill
 window ``(since_id, until_id)`` (cursors.py); the next runs drain that window first, then read what
 came in meanwhile. ``since_id`` only ever moves over ranges that were fetched in full.
+
+Replies (replies.py, off by default) go only to the account's mentions: with replies enabled the watch
+list gains the target ``mentions:me``, read with the account's user-context keys (sources/mentions.py),
+stored and classified like every target, then answered before its cursor moves. Tweets of watched
+queries, accounts and the replay file are never answered.
 """
 
 from __future__ import annotations
@@ -18,11 +23,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from tweetpulse_dags import config
+from tweetpulse_dags import config, replies
 from tweetpulse_dags.cursors import Backfill, CursorStore
-from tweetpulse_dags.replies import reply_all, x_poster
 from tweetpulse_dags.runner_api import ModelRunner
 from tweetpulse_dags.sources.base import Deadline, FetchedTweet, Target, TweetSource, parse_targets
+from tweetpulse_dags.sources.mentions import MENTIONS, MentionsSource, mentions_source
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -34,10 +39,18 @@ def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
         yield items[start : start + size]
 
 
+def reply_settings() -> dict[str, Any]:
+    return config.merge_settings(config.DEFAULT_REPLY, config.get_json_variable(config.VAR_REPLY, {}), None)
+
+
 def load_targets() -> list[dict[str, str]]:
-    """The watch list as plain dicts (they travel through XCom to the mapped tasks)."""
+    """The watch list as plain dicts (they travel through XCom to the mapped tasks), and the
+    account's mentions when replies are enabled (dry run included): the only tweets ever answered."""
     raw = config.get_json_variable(config.VAR_WATCH, config.DEFAULT_WATCH)
-    return [{"kind": t.kind, "value": t.value} for t in parse_targets(raw)]
+    targets = parse_targets(raw)
+    if reply_settings().get("enabled"):
+        targets.append(MENTIONS)
+    return [{"kind": t.kind, "value": t.value} for t in targets]
 
 
 def served_tasks(runner: ModelRunner) -> list[str]:
@@ -171,10 +184,19 @@ def inspect_target(
     reply_settings: dict[str, Any] | None = None,
     run_id: str | None = None,
     now: datetime | None = None,
+    mentions: MentionsSource | None = None,
 ) -> dict[str, Any]:
-    """Returns counts only: tweet texts never go into XCom."""
+    """Returns counts only: tweet texts never go into XCom. ``mentions`` replaces the source built
+    from the ``x_api`` connection for the ``mentions:me`` target (which ignores ``source``)."""
     watched = Target(target["kind"], target["value"])  # type: ignore[arg-type]
+    now = now or datetime.now(UTC)
     since_id = cursors.get(watched)
+    answering: MentionsSource | None = None
+    if watched.kind == "mentions":
+        answering = mentions_source(source, mentions, reply_settings)
+        if answering is None:
+            return _not_read(watched, since_id)
+        source = answering
     keeps_backfill = hasattr(cursors, "get_backfill")
     backfill: Backfill | None = cursors.get_backfill(watched) if keeps_backfill else None  # type: ignore[attr-defined]
     window = None
@@ -204,17 +226,18 @@ def inspect_target(
             inserted += int(runner.store_tweets(watched.key, list(part))["inserted"])
         batch = int(settings["inference_batch"])
         predictions, sentiment = classify_and_store(runner, tweets, tasks, batch)
-        if reply_settings and reply_settings.get("enabled"):
-            try:  # best effort, before the cursor moves: a retry answers what this attempt missed
-                reply_all(
-                    tweets,
-                    sentiment,
-                    settings=reply_settings,
-                    runner=runner,
-                    poster_factory=lambda: x_poster(deadline),
-                )
-            except Exception as exc:
-                log.error("replies failed for %s: %s", watched.key, exc)
+        if answering is not None:  # before the cursor moves: a failed attempt's retry answers the rest
+            account, post = answering.account(deadline), answering.reply
+            report["replies"] = replies.answer_mentions(
+                tweets,
+                sentiment,
+                account_id=account.id,
+                settings=reply_settings or {},
+                now=now,
+                runner=runner,
+                post=lambda text, tweet_id: post(text, tweet_id, deadline),
+            )
+            log.info("%s (@%s): replies %s", watched.key, account.username, report["replies"])
     # the commit point: everything fetched is stored. since_id first: it only moves over ranges
     # fetched in full, and a crash before the backfill is written leaves a window at or below the new
     # since_id, which the next run drops as stale; a window that is still open keeps its until_id.
@@ -222,9 +245,7 @@ def inspect_target(
         cursors.set(watched, progress.since_id)
     after = None
     if keeps_backfill:
-        after = next_backfill(
-            backfill, progress, since_before=since_id, run_id=run_id, now=now or datetime.now(UTC)
-        )
+        after = next_backfill(backfill, progress, since_before=since_id, run_id=run_id, now=now)
         if after != backfill:
             cursors.set_backfill(watched, after)  # type: ignore[attr-defined]
     since_after = progress.since_id if progress.since_id is not None else since_id
@@ -251,6 +272,25 @@ def inspect_target(
         "backfill_until_id": str(progress.until_id) if progress.until_id is not None else None,
         "backlog_runs": after.runs if after else 0,
         "newest_created_at": _newest_time(tweets),
+    }
+
+
+def _not_read(watched: Target, since_id: int | None) -> dict[str, Any]:
+    since = str(since_id) if since_id is not None else None
+    return {
+        "target": watched.key,
+        "source": None,
+        "since_id_before": since,
+        "fetched": 0,
+        "truncated": False,
+        "backfill_window": None,
+        "x_api_requests": 0,
+        "new_tweets": 0,
+        "predictions": {},
+        "since_id_after": since,
+        "backfill_until_id": None,
+        "backlog_runs": 0,
+        "newest_created_at": None,
     }
 
 

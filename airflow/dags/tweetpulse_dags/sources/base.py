@@ -16,7 +16,10 @@ class RateLimitExhausted(RuntimeError):
 
 @dataclass(frozen=True)
 class Target:
-    kind: Literal["query", "account"]
+    """A watched query or account, or the authenticated account's mentions (``mentions:me``, added by
+    the inspector when replies are on: the only tweets it may answer)."""
+
+    kind: Literal["query", "account", "mentions"]
     value: str
 
     @property
@@ -62,6 +65,8 @@ class FetchedTweet:
     text: str
     author: str | None = None
     created_at: datetime | None = None
+    author_id: int | None = None  # X user id, where the source knows it
+    retweet: bool = False  # a retweet ("RT @..."): stored like any tweet, never answered
 
     def to_api(self) -> dict[str, Any]:
         return {

@@ -42,10 +42,7 @@ class ApiBaseAdapter(HTTPAdapter):
 
 def build_client(bearer_token: str, *, base_url: str | None = None, timeout_s: float = 30.0) -> tweepy.Client:
     client = tweepy.Client(bearer_token=bearer_token, wait_on_rate_limit=False)
-    adapter = ApiBaseAdapter(base_url, (min(10.0, timeout_s), timeout_s))
-    for origin in API_ORIGINS:
-        client.session.mount(origin, adapter)
-    return client
+    return mount_adapter(client, base_url, timeout_s)
 
 
 @dataclass(frozen=True)
@@ -66,12 +63,26 @@ def credentials_from_connection(conn_id: str = X_CONN_ID) -> XCredentials | None
         return None  # only "not configured" falls back to the replay; other errors must surface
     if not conn.password:
         return None
-    base_url = None
-    if conn.host:
-        base_url = conn.host if "://" in conn.host else f"{conn.schema or 'https'}://{conn.host}"
-        base_url = f"{base_url}:{conn.port}" if conn.port else base_url
-    timeout = float((conn.extra_dejson or {}).get("timeout", 30))
-    return XCredentials(conn.password, base_url, timeout)
+    return XCredentials(conn.password, api_base_url(conn), connection_timeout(conn))
+
+
+def api_base_url(conn) -> str | None:
+    """The connection's host as the API base URL (None: the real X API)."""
+    if not conn.host:
+        return None
+    base_url = conn.host if "://" in conn.host else f"{conn.schema or 'https'}://{conn.host}"
+    return f"{base_url}:{conn.port}" if conn.port else base_url
+
+
+def connection_timeout(conn) -> float:
+    return float((conn.extra_dejson or {}).get("timeout", 30))
+
+
+def mount_adapter(client: tweepy.Client, base_url: str | None, timeout_s: float) -> tweepy.Client:
+    adapter = ApiBaseAdapter(base_url, (min(10.0, timeout_s), timeout_s))
+    for origin in API_ORIGINS:
+        client.session.mount(origin, adapter)
+    return client
 
 
 class XApiSource:
