@@ -200,6 +200,11 @@ class DailyStatsPage(BaseModel):
     first_day: date
     last_day: date
     rows: list[DailyStatRow]
+    served_rows: list[DailyStatRow] = Field(
+        default_factory=list,
+        description="The same statistics of served traffic (sampled /inference answers) per UTC day,"
+        " `found_by` = `served`: computed on read, not stored or logged to MLflow.",
+    )
 
 
 class DailyStatsComputed(DailyStatsPage):
@@ -220,6 +225,22 @@ class TimeWindow(BaseModel):
     until: IsoTime
 
 
+class DriftSource(BaseModel):
+    source: Literal["inspected", "served"] = Field(
+        description="`inspected`: the inspector's tweets; `served`: sampled /inference answers."
+    )
+    volume: int
+    embedded: int = Field(description="Live texts with a vector (served answers keep none).")
+    centroid_distance: float | None
+    shares: dict[str, float]
+    dominant_label: str | None
+    dominant_share: float | None
+    mean_confidence: float | None = Field(description="Mean top score of the predictions.")
+    share_distance: float | None = Field(
+        description="Total variation distance (0..1) between the class shares and the training shares."
+    )
+
+
 class DriftView(BaseModel):
     task: TaskName
     window: TimeWindow
@@ -233,6 +254,14 @@ class DriftView(BaseModel):
     dominant_label: str | None
     dominant_share: float | None
     notes: list[str]
+    source: Literal["inspected", "served"] = Field(
+        "inspected",
+        description="Which source the class-share fields (live_tweets, live_shares, dominant_*) describe:"
+        " the one with the highest dominant share. The embedding fields are always the inspected tweets'.",
+    )
+    sources: list[DriftSource] = Field(
+        default_factory=list, description="Each live source of the window against the training data."
+    )
 
 
 class SummaryExample(BaseModel):
@@ -251,6 +280,12 @@ class ClassSummaryView(BaseModel):
     examples: list[SummaryExample]
 
 
+class ServedShares(BaseModel):
+    volume: int = Field(description="Sampled /inference answers in the window.")
+    shares: dict[str, float]
+    mean_confidence: float | None
+
+
 class TweetsSummary(BaseModel):
     task: TaskName
     window: TimeWindow
@@ -259,6 +294,9 @@ class TweetsSummary(BaseModel):
     shares: dict[str, float]
     mean_confidence: float | None
     classes: list[ClassSummaryView]
+    served: ServedShares | None = Field(
+        None, description="Served traffic of the same window (none when `found_by` names a source)."
+    )
 
 
 class AlertClaim(BaseModel):

@@ -13,6 +13,7 @@ from fastapi.concurrency import run_in_threadpool
 from prometheus_client import Gauge
 
 from model_runner.db.notify import CHAMPION_CHANNEL, JOBS_CHANNEL, Listener, notify
+from model_runner.monitoring import ServedRecorder
 from model_runner.service import reconcile
 from model_runner.service.auth import Tokens
 from model_runner.service.hub_source import HubSource
@@ -59,6 +60,12 @@ class ServiceState:
         self.metrics.role.labels(settings.role).set(1)
         self.listener: Listener | None = None
         self.replica = f"{socket.gethostname()}:{os.getpid()}"
+        # what /inference answers, sampled into Postgres for the drift/collapse checks (docs/monitoring.md)
+        self.served: ServedRecorder | None = (
+            ServedRecorder(settings, self.components.db, self.metrics.registry, replica=self.replica)
+            if self.serves
+            else None
+        )
         self.started_at = datetime.now(UTC)
         self.startup_done = asyncio.Event()  # the database is migrated and jobs recovered
         self.models_started = asyncio.Event()  # every task's first load ended (loaded or no champion)
@@ -78,6 +85,8 @@ class ServiceState:
 
         torch.set_num_threads(self.serving_threads())
         self.models.start()
+        if self.served is not None:
+            await self.served.start()
         # independent: the champion loads from the registry while Postgres is still down
         self._background.append(asyncio.create_task(self._startup(), name="startup-database"))
         if not self.serves:
@@ -205,6 +214,8 @@ class ServiceState:
         await asyncio.gather(*self._background, return_exceptions=True)
         await self.jobs.shutdown()
         await self.models.stop()
+        if self.served is not None:
+            await self.served.stop()  # flushes what is queued, waits at most 5 s
         self.executor.shutdown(wait=False, cancel_futures=True)
         if "db" in self.components.__dict__:
             self.components.db.close()

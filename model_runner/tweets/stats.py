@@ -1,7 +1,9 @@
 """Daily inspection statistics per task, watched source and UTC day, computed in SQL and upserted.
 
 Recomputing a day that did not change writes nothing, so re-running the inspector logs nothing twice
-to MLflow (see ``stats_mlflow.py``).
+to MLflow (see ``stats_mlflow.py``). Served traffic (sampled ``/inference`` answers) gets the same
+daily statistics with ``found_by = "served"`` from ``served_daily_stats``: computed on read, neither
+stored nor logged (the inspector's alerts and MLflow runs stay about inspected tweets).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from psycopg.types.json import Jsonb
 
 from model_runner.db import Database
+from model_runner.monitoring.store import daily_counts
 from model_runner.tweets.window import LATEST_PREDICTION, TOP_SCORE, TWEET_TIME
 
 
@@ -94,6 +97,27 @@ def compute_daily_stats(
     for k, stat in grouped.items():
         stat.model_versions = sorted(versions[k])
     return list(grouped.values())
+
+
+SERVED = "served"  # the found_by of served traffic's daily statistics
+
+
+def served_daily_stats(db: Database, task: str, first_day: date, last_day: date) -> list[DailyStat]:
+    """Statistics of every UTC day (of ``served_at``) with sampled answers of the task, days inclusive."""
+    since = datetime.combine(first_day, time.min, UTC)
+    until = datetime.combine(last_day + timedelta(days=1), time.min, UTC)
+    with db.connect() as conn:
+        labels = _labels(conn, task)
+    out = []
+    for day, found in sorted(daily_counts(db, task, since, until).items()):
+        counts = dict.fromkeys(labels, 0) | found.counts
+        shares = {label: round(n / found.volume, 6) for label, n in counts.items()}
+        out.append(
+            DailyStat(
+                task, SERVED, day, found.volume, counts, shares, found.mean_confidence, found.model_versions
+            )
+        )
+    return out
 
 
 def store_daily_stats(db: Database, stats: list[DailyStat]) -> list[DailyStat]:

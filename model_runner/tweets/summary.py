@@ -1,11 +1,15 @@
 """Extractive summary of what people said: volume, class shares and, per predicted class, the tweets
 nearest to that class's embedding centroid over the period (pgvector ``avg`` and ``<=>`` in SQL).
+
+Served traffic of the same window (sampled ``/inference`` answers) comes along as ``served``: volume,
+class shares and mean confidence only, since its texts are not kept by default.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from model_runner.monitoring.store import window_counts
 from model_runner.store import EmbeddingStore
 from model_runner.tweets.vectors import EncoderKey, VectorSource, embedding_join
 from model_runner.tweets.window import LATEST_PREDICTION, SOURCE_FILTER, TOP_SCORE, TWEET_TIME, Window
@@ -29,6 +33,7 @@ class Summary:
     shares: dict[str, float]
     mean_confidence: float | None
     classes: list[ClassSummary]
+    served: dict | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -95,6 +100,16 @@ def summarise(
             }
         )
     mean_conf = sum(c.mean_confidence * c.count for c in classes.values()) / volume if volume else None
+    served = None
+    if found_by is None:  # served traffic belongs to no watched source
+        found = window_counts(store.db, task, window.since, window.until)
+        served = {
+            "volume": found.volume,
+            "shares": {k: round(n / found.volume, 6) for k, n in found.counts.items()}
+            if found.volume
+            else {},
+            "mean_confidence": found.mean_confidence,
+        }
     return Summary(
         task=task,
         window=window.to_dict(),
@@ -103,4 +118,5 @@ def summarise(
         shares={c.label: c.share for c in classes.values()},
         mean_confidence=round(mean_conf, 6) if mean_conf is not None else None,
         classes=list(classes.values()),
+        served=served,
     )

@@ -1,4 +1,5 @@
-"""Static checks of the docker-compose deployment: compose file, env example, Dockerfiles, init SQL.
+"""Static checks of the docker-compose deployment: compose file, env example, Dockerfiles, init SQL,
+the balancer's HAProxy config and the monitoring (Prometheus scrape config and rules, Grafana).
 
 No Docker engine runs here; CI's `compose` job builds and starts the stack for real. These tests catch
 what can be known without it: structure, pins, health checks, names that must agree across files.
@@ -30,7 +31,11 @@ EXPECTED_SERVICES = {
     "postgres",
     "mlflow",
     "model-runner",
+    "model-runner-train",
     "model-runner-gpu",
+    "balancer",
+    "prometheus",
+    "grafana",
     "airflow-init",
     "airflow-apiserver",
     "airflow-scheduler",
@@ -39,6 +44,12 @@ EXPECTED_SERVICES = {
     "mailpit",
 }
 SETTINGS_PORT = Settings.model_fields["port"].default
+HAPROXY_CFG = REPO / "infra" / "haproxy" / "compose.cfg"
+PROMETHEUS_CFG = REPO / "infra" / "prometheus" / "prometheus.yml"
+RULES = REPO / "infra" / "prometheus" / "rules" / "tweetpulse.yml"
+GRAFANA = REPO / "infra" / "grafana"
+DASHBOARD = GRAFANA / "dashboards" / "tweetpulse.json"
+RUNNERS = ("model-runner", "model-runner-train", "model-runner-gpu")
 
 # ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?error}, ${NAME?error}; $$ is a literal $
 _VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}|\$([A-Za-z_][A-Za-z0-9_]*)")
@@ -239,11 +250,17 @@ def test_a_misspelt_setting_is_caught():
 
 
 def test_model_runner_port_is_the_settings_port(compose, rendered):
-    for name in ("model-runner", "model-runner-gpu"):
+    for name in RUNNERS:
         service = rendered["services"][name]
         assert int(service["environment"]["TWEETPULSE_PORT"]) == SETTINGS_PORT
-        assert [p.rsplit(":", 1)[1] for p in service["ports"]] == [str(SETTINGS_PORT)]
+        # replicas publish nothing (several containers cannot bind one host port): the balancer does
+        assert "ports" not in service, f"{name} publishes a port; clients go through the balancer"
         assert f"127.0.0.1:{SETTINGS_PORT}/health/live" in " ".join(service["healthcheck"]["test"])
+    balancer = rendered["services"]["balancer"]
+    assert [p.rsplit(":", 1)[1] for p in balancer["ports"]] == [str(SETTINGS_PORT)]
+    cfg = HAPROXY_CFG.read_text()
+    assert re.search(rf"^\s*bind :{SETTINGS_PORT}$", cfg, re.M)
+    assert re.search(rf"^\s*server-template \w+ \d+ model-runner:{SETTINGS_PORT}$", cfg, re.M)
     dockerfile = (REPO / "infra" / "model-runner.Dockerfile").read_text()
     assert re.search(rf"^EXPOSE {SETTINGS_PORT}$", dockerfile, re.M)
     assert f"TWEETPULSE_PORT={SETTINGS_PORT}" in dockerfile
@@ -256,7 +273,7 @@ def test_airflow_connections_point_at_the_services(rendered):
         environment = services[name]["environment"]
         runner = json.loads(environment["AIRFLOW_CONN_MODEL_RUNNER"])
         assert runner["conn_type"] == "http" and runner["schema"] == "http"
-        assert runner["host"] == "model-runner" and runner["host"] in services
+        assert runner["host"] == "balancer" and runner["host"] in services
         assert runner["port"] == SETTINGS_PORT
         assert runner["password"] == env["TWEETPULSE_API_TOKEN"]
         smtp = json.loads(environment["AIRFLOW_CONN_SMTP_DEFAULT"])
@@ -266,8 +283,8 @@ def test_airflow_connections_point_at_the_services(rendered):
         assert x_api["password"] == env.get("X_BEARER_TOKEN", ""), "no token = the offline replay source"
         assert "@postgres:5432/airflow" in environment["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
         assert environment["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
-    # the GPU variant takes over the name Airflow uses
-    assert "model-runner" in services["model-runner-gpu"]["networks"]["default"]["aliases"]
+    # the GPU train process answers to the train service's name (Prometheus finds it there)
+    assert "model-runner-train" in services["model-runner-gpu"]["networks"]["default"]["aliases"]
     assert "@postgres:5432/mlflow" in services["mlflow"]["environment"]["MLFLOW_BACKEND_STORE_URI"]
     assert services["model-runner"]["environment"]["TWEETPULSE_MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
 
@@ -297,6 +314,7 @@ def test_gpu_profile_reserves_an_nvidia_gpu(compose):
     device = service["deploy"]["resources"]["reservations"]["devices"][0]
     assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
     assert service["environment"]["TWEETPULSE_DEVICE"] == "cuda"
+    assert service["environment"]["TWEETPULSE_ROLE"] == "train"
     assert "download.pytorch.org/whl/cu" in service["build"]["args"]["TORCH_INDEX_URL"]
 
 
@@ -466,3 +484,201 @@ def test_init_sql_runs_on_postgres_with_pgvector(pg_server, database_url):
         with psycopg.connect(pg_server.get_uri(), autocommit=True) as conn:
             for name in created:
                 conn.execute(f"DROP DATABASE IF EXISTS {name}{suffix}")
+
+
+# --- scale-out: serve replicas, the train process, the balancer --------------------------------------
+def test_serving_scales_out_behind_the_balancer_and_training_runs_apart(compose, rendered):
+    services = rendered["services"]
+    runner = services["model-runner"]
+    assert runner["environment"]["TWEETPULSE_ROLE"] == "serve"
+    assert int(runner["deploy"]["replicas"]) >= 2
+    assert services["model-runner-train"]["environment"]["TWEETPULSE_ROLE"] == "train"
+    assert "deploy" not in services["model-runner-train"], "one train process: jobs are claimed one at a time"
+    for name in RUNNERS:  # one database, one registry, one home for every ModelRunner process
+        env = services[name]["environment"]
+        assert "@postgres:5432/" in env["DATABASE_URL"] and env["TWEETPULSE_MLFLOW_TRACKING_URI"]
+    balancer = services["balancer"]
+    assert balancer["image"].startswith("haproxy:")
+    assert (
+        "./infra/haproxy/compose.cfg:/usr/local/etc/haproxy/haproxy.cfg:ro"
+        in compose["services"]["balancer"]["volumes"]
+    )
+    assert balancer["depends_on"]["model-runner"]["condition"] == "service_healthy"
+    assert "/balancer/health" in " ".join(balancer["healthcheck"]["test"])
+    assert re.search(r"^\s*monitor-uri /balancer/health$", HAPROXY_CFG.read_text(), re.M)
+
+
+def haproxy_sections(text: str) -> dict[str, list[str]]:
+    """``"backend ready_replicas" -> [its lines]``, comments and blank lines left out."""
+    sections: dict[str, list[str]] = {}
+    current = None
+    for raw in text.splitlines():
+        line = raw.split("#", 1)[0].rstrip()
+        if not line.strip():
+            continue
+        if not line[0].isspace():
+            current = line.strip()
+            sections[current] = []
+        elif current is not None:
+            sections[current].append(line.strip())
+    return sections
+
+
+def test_haproxy_checks_readiness_and_retries_on_another_replica():
+    sections = haproxy_sections(HAPROXY_CFG.read_text())
+    defaults = sections["defaults"]
+    retry_on = next(line for line in defaults if line.startswith("retry-on "))
+    # a refused connection, a replica that died mid-request, a replica answering 503 (draining, loading)
+    assert {"conn-failure", "empty-response", "503"} <= set(retry_on.split()[1:])
+    assert any(line.startswith("option redispatch") for line in defaults), "retry on another replica"
+    assert "option http-buffer-request" in defaults, "L7 retries replay only a buffered request body"
+    assert int(next(line.split()[1] for line in defaults if line.startswith("retries "))) >= 2
+    ready = sections["backend ready_replicas"]
+    assert "http-check send meth GET uri /health/ready" in ready and "http-check expect status 200" in ready
+    live = sections["backend live_replicas"]
+    assert "http-check send meth GET uri /health/live" in live
+    for backend in (ready, live):
+        assert "option httpchk" in backend
+        assert any("resolvers docker" in line and " check" in f" {line}" for line in backend)
+    # with no ready replica (no champion yet), requests still reach a live one: POST /train must
+    frontend = sections["frontend model_runner"]
+    assert "use_backend ready_replicas if { nbsrv(ready_replicas) gt 0 }" in frontend
+    assert "default_backend live_replicas" in frontend
+    assert "nameserver dns 127.0.0.11:53" in sections["resolvers docker"]
+
+
+def test_haproxy_accepts_its_config():
+    haproxy = shutil.which("haproxy") or next(
+        (p for p in ("/usr/sbin/haproxy", "/usr/local/sbin/haproxy") if Path(p).exists()), None
+    )
+    if haproxy is None:
+        pytest.skip("haproxy is not installed (Debian package haproxy)")
+    result = subprocess.run([haproxy, "-c", "-f", str(HAPROXY_CFG)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- monitoring: Prometheus and Grafana --------------------------------------------------------------
+def test_prometheus_scrapes_every_replica_and_the_train_process(compose, rendered):
+    service = compose["services"]["prometheus"]
+    assert service["image"].startswith("prom/prometheus:")
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in service["volumes"]}
+    assert mounts["/etc/prometheus/prometheus.yml"] == "./infra/prometheus/prometheus.yml"
+    assert mounts["/etc/prometheus/rules"] == "./infra/prometheus/rules"
+    config = yaml.safe_load(PROMETHEUS_CFG.read_text())
+    assert config["rule_files"] == ["/etc/prometheus/rules/*.yml"]
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    for name in ("model-runner", "model-runner-train"):
+        job = jobs[name]
+        assert job["dns_sd_configs"][0]["names"] == [name] and name in rendered["services"]
+        assert job["dns_sd_configs"][0]["port"] == SETTINGS_PORT
+        # /metrics needs a token: the file the container's entrypoint writes from the environment
+        token_file = job["authorization"]["credentials_file"]
+        assert token_file in " ".join(service["command"])
+        assert any(t.startswith(str(Path(token_file).parent)) for t in service["tmpfs"])
+    env = rendered["services"]["prometheus"]["environment"]
+    assert env["ADMIN_TOKEN"] == filled_env()["TWEETPULSE_API_TOKEN"]
+    assert jobs["balancer"]["static_configs"][0]["targets"] == ["balancer:8404"]
+    assert "bind :8404" in haproxy_sections(HAPROXY_CFG.read_text())["frontend stats"]
+
+
+def test_alerting_rules_are_prometheus_rule_files():
+    rules = yaml.safe_load(RULES.read_text())
+    assert set(rules) == {"groups"}
+    names = []
+    for group in rules["groups"]:
+        assert set(group) <= {"name", "interval", "rules", "limit"} and group["name"] and group["rules"]
+        for rule in group["rules"]:
+            assert set(rule) <= {"alert", "expr", "for", "labels", "annotations", "keep_firing_for"}, rule
+            assert rule["alert"] and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", rule["alert"])
+            assert isinstance(rule["expr"], str) and rule["expr"].strip()
+            assert rule["expr"].count("(") == rule["expr"].count(")"), rule["alert"]
+            assert rule["expr"].count("{") == rule["expr"].count("}"), rule["alert"]
+            assert re.fullmatch(r"\d+[smhd]", rule["for"]), rule["alert"]
+            assert rule["labels"]["severity"] in ("page", "warn", "info")
+            assert rule["annotations"]["summary"] and rule["annotations"]["description"]
+            names.append(rule["alert"])
+    assert len(names) == len(set(names))
+    exprs = " ".join(r["expr"] for g in rules["groups"] for r in g["rules"])
+    # what the issue asks to alert on: errors, p99 latency, queue depth, model age, drift
+    assert 'status=~"5.."' in exprs and "histogram_quantile(0.99" in exprs
+    assert "tweetpulse_training_queue_depth" in exprs
+    assert "time() - max by (task) (tweetpulse_served_model_loaded_timestamp_seconds) > 8 * 86400" in exprs
+    assert "tweetpulse_served_class_share" in exprs and "tweetpulse_served_class_distance" in exprs
+
+
+def service_metric_names() -> set[str]:
+    """Every sample name the service exposes: its registry, the served-traffic recorder's metrics."""
+    from model_runner.monitoring.metrics import ServedMetrics
+    from model_runner.service.metrics import ServiceMetrics
+
+    suffixes = {
+        "counter": ("_total", "_created"),
+        "histogram": ("_bucket", "_count", "_sum", "_created"),
+        "summary": ("_count", "_sum", "_created"),
+        "gauge": ("",),
+        "info": ("_info",),
+    }
+    registry = ServiceMetrics().registry
+    ServedMetrics(registry)
+    names = set()
+    for family in registry.collect():
+        names.update(family.name + suffix for suffix in suffixes.get(family.type, ("",)))
+    # gauges the lead's role/queue work adds (asserted by name in case they are not registered yet)
+    names.update({"tweetpulse_training_queue_depth", "tweetpulse_served_model_loaded_timestamp_seconds"})
+    return names
+
+
+def referenced_metrics(expr: str) -> set[str]:
+    return set(re.findall(r"\b((?:tweetpulse|process|python)_[a-zA-Z0-9_]+)\b", expr))
+
+
+def dashboard_exprs() -> list[str]:
+    dashboard = json.loads(DASHBOARD.read_text())
+    return [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+
+
+def test_rules_and_dashboard_name_only_metrics_the_service_exposes():
+    known = service_metric_names()
+    rules = yaml.safe_load(RULES.read_text())
+    exprs = [r["expr"] for g in rules["groups"] for r in g["rules"]] + dashboard_exprs()
+    used = set().union(*(referenced_metrics(e) for e in exprs))
+    assert len(used) >= 10, "no metric names found: the test would prove nothing"
+    unknown = {n for n in used - known if not n.startswith("process_")}
+    assert not unknown, f"not exposed by the service: {sorted(unknown)}"
+
+
+def test_a_misspelt_metric_is_caught():
+    assert referenced_metrics('sum(rate(tweetpulse_http_request_total{route="/x"}[5m]))') - (
+        service_metric_names()
+    ) == {"tweetpulse_http_request_total"}
+
+
+def test_grafana_is_provisioned_with_prometheus_and_the_dashboard(compose, rendered):
+    service = compose["services"]["grafana"]
+    assert service["image"].startswith("grafana/grafana:")
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in service["volumes"]}
+    assert mounts["/etc/grafana/provisioning"] == "./infra/grafana/provisioning"
+    assert mounts["/etc/grafana/dashboards"] == "./infra/grafana/dashboards"
+    datasources = yaml.safe_load((GRAFANA / "provisioning" / "datasources" / "prometheus.yml").read_text())
+    source = datasources["datasources"][0]
+    assert source["type"] == "prometheus" and source["url"] == "http://prometheus:9090"
+    providers = yaml.safe_load((GRAFANA / "provisioning" / "dashboards" / "tweetpulse.yml").read_text())
+    assert providers["providers"][0]["options"]["path"] == "/etc/grafana/dashboards"
+    assert rendered["services"]["grafana"]["depends_on"]["prometheus"]["condition"] == "service_healthy"
+    dashboard = json.loads(DASHBOARD.read_text())
+    panels = [p for p in dashboard["panels"] if p["type"] != "row"]
+    assert {p["datasource"]["uid"] for p in panels} == {source["uid"]}
+    assert len({p["id"] for p in dashboard["panels"]}) == len(dashboard["panels"])
+    exprs = " ".join(dashboard_exprs())
+    for wanted in (
+        "tweetpulse_http_requests_total",  # request and error rate
+        'status=~"5.."',
+        "histogram_quantile(0.5",  # p50 and p99 latency
+        "histogram_quantile(0.99",
+        "tweetpulse_inference_batch_size",
+        "tweetpulse_served_class_share",
+        "tweetpulse_served_model_info",  # served version per replica
+        "tweetpulse_training_queue_depth",
+        "tweetpulse_served_model_loaded_timestamp_seconds",  # model age
+    ):
+        assert wanted in exprs, f"the dashboard does not show {wanted}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
@@ -17,6 +19,7 @@ from model_runner.service.errors import (
 from model_runner.service.text_input import SanitizingRoute, char_budget, prepare_message
 
 router = APIRouter(tags=["inference"], route_class=SanitizingRoute)
+log = logging.getLogger(__name__)
 
 
 class InferenceRequest(BaseModel):
@@ -95,6 +98,8 @@ async def inference(state: StateDep, body: InferenceRequest, request: Request, r
                 "truncated": bool(cut[i] or truncated[i]),
             }
         )
+    if texts:
+        _record_served(state, served, texts, proba, predictions)
     response.headers["X-Model-Version"] = served.tag
     return {
         "model": {
@@ -119,6 +124,26 @@ async def _prepare(messages: list[str], budget: int) -> tuple[list[str], list[bo
     if sum(map(len, messages)) <= _CLEAN_INLINE_CHARS:
         return run()
     return await run_in_threadpool(run)
+
+
+def _record_served(state, served, texts: list[str], proba, predictions: list[dict]) -> None:
+    """Hand the answer to the served-traffic recorder (``model_runner.monitoring``), if the service has
+    one: a cheap in-memory queue; the database write happens on the recorder's own thread."""
+    recorder = getattr(state, "served", None)
+    if recorder is None:
+        return
+    try:
+        recorder.record(
+            served.task,
+            served.name,
+            str(served.version),
+            texts,
+            [p["label"] for p in predictions],
+            [float(row.max()) for row in proba[: len(texts)]],
+            classes=served.labels,
+        )
+    except Exception:  # monitoring never fails a request
+        log.exception("served-traffic recording failed")
 
 
 def _not_loaded(state, task: str) -> ModelNotLoaded:

@@ -173,6 +173,7 @@ def post_daily_stats(components: ComponentsDep, body: DailyStatsRequest):
         "first_day": first.isoformat(),
         "last_day": last.isoformat(),
         "rows": [s.to_dict() for s in stats],
+        "served_rows": _served_rows(db, body.task, first, last, body.found_by),
         "changed": sum(s.changed for s in stats),
         "logged_to_mlflow": logged,
         "mlflow_experiment": EXPERIMENT,
@@ -197,7 +198,17 @@ def get_daily_stats(
         "first_day": first.isoformat(),
         "last_day": last.isoformat(),
         "rows": [r.to_dict() for r in rows],
+        "served_rows": _served_rows(components.db, task, first, last, found_by),
     }
+
+
+def _served_rows(db, task: str, first, last, found_by: str | None) -> list[dict]:
+    """Served traffic's daily statistics; a request for one watched source gets none."""
+    from model_runner.tweets.stats import SERVED, served_daily_stats
+
+    if found_by not in (None, SERVED):
+        return []
+    return [s.to_dict() for s in served_daily_stats(db, task, first, last)]
 
 
 @router.post(
@@ -236,7 +247,7 @@ def _prepare_reference(components, task: str) -> dict:
 @router.get(
     "/drift",
     response_model=DriftView,
-    summary="Recent tweets vs training data: centroid cosine distance and class shares",
+    summary="Recent tweets and served traffic vs training data: centroid cosine distance and class shares",
 )
 def get_drift(
     components: ComponentsDep,
@@ -244,16 +255,24 @@ def get_drift(
     days: float = Query(7, gt=0, le=90),
     until: SaneDatetime | None = None,
 ):
-    """Reads only: tweets are embedded when stored, the reference by ``POST /drift/reference``."""
+    """Reads only: tweets are embedded when stored, the reference by ``POST /drift/reference``. Each
+    source (inspected tweets, sampled /inference answers) is in ``sources``; the class-share fields
+    describe the more one-sided of them (``source``), so either one's collapse shows."""
     from model_runner.tweets.drift import drift_report
     from model_runner.tweets.window import Window
 
     report = drift_report(components.vectors, task, Window.last_days(days, until))
+    inspected = next(s for s in report.sources if s.source == "inspected")
     notes = []
-    if report.live_tweets and report.reference_embedded == 0:
+    if inspected.volume and report.reference_embedded == 0:
         notes.append("no embedded training reference: POST /drift/reference prepares it")
-    if report.live_embedded < report.live_tweets:
-        notes.append(f"{report.live_tweets - report.live_embedded} tweets of the window have no vector yet")
+    if report.live_embedded < inspected.volume:
+        notes.append(f"{inspected.volume - report.live_embedded} tweets of the window have no vector yet")
+    if report.source == "served":
+        notes.append(
+            f"class shares of {report.live_tweets} served predictions (the more one-sided source);"
+            f" the centroid distance is the {inspected.volume} inspected tweets'"
+        )
     return {**report.to_dict(), "notes": notes}
 
 
