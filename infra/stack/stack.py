@@ -129,6 +129,10 @@ def status(cfg: StackConfig) -> int:
         "mlflow": f"{mlflow_url(cfg)}/health",
         "airflow-api-server": f"{airflow_url(cfg)}/api/v2/monitor/health",
     }
+    # the replicas the stack was started with, whatever TWEETPULSE_STACK_REPLICAS says now
+    started = [p for p in cfg.run_dir.glob("model-runner-*.pid") if p.stem.rsplit("-", 1)[-1].isdigit()]
+    if started:
+        cfg = cfg.model_copy(update={"replicas": max(len(started), 2)})
     if cfg.replicas > 1:
         from balancer import backend_states, replica_names, replica_port, train_port
 
