@@ -16,7 +16,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from prometheus_client import CollectorRegistry
@@ -35,10 +35,14 @@ _Sample = tuple[str, str, str, str, str, float, datetime]
 
 
 class ServedRecorder:
+    @property
+    def db(self) -> Database:
+        return self._db() if callable(self._db) else self._db
+
     def __init__(
         self,
         settings: Settings,
-        db: Database,
+        db: Database | Callable[[], Database],
         registry: CollectorRegistry,
         *,
         queue_size: int = 10_000,
@@ -50,7 +54,8 @@ class ServedRecorder:
         rng: random.Random | None = None,
     ):
         self.settings = settings
-        self.db = db
+        # a callable: the service's database is opened (and migrated) on first use, not at start-up
+        self._db = db
         self.metrics = ServedMetrics(registry)
         self.rate = float(settings.served_sample_rate)
         self.store_text = bool(settings.served_store_text)

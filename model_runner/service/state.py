@@ -62,7 +62,7 @@ class ServiceState:
         self.replica = f"{socket.gethostname()}:{os.getpid()}"
         # what /inference answers, sampled into Postgres for the drift/collapse checks (docs/monitoring.md)
         self.served: ServedRecorder | None = (
-            ServedRecorder(settings, self.components.db, self.metrics.registry, replica=self.replica)
+            ServedRecorder(settings, lambda: self.components.db, self.metrics.registry, replica=self.replica)
             if self.serves
             else None
         )

@@ -133,9 +133,13 @@ def test_drift_and_summary(live):
         assert prepared.status_code == 200, prepared.text
         drift = c.get("/drift", params={"days": 7}).json()
         summary = c.get("/tweets/summary", params={"found_by": "query:drift-test", "per_class": 2}).json()
-    assert drift["live_tweets"] >= 5 and drift["reference_examples"] > 0, drift
+    # the top level carries the more one-sided of the two sources (inspected tweets, served answers)
+    sources = {s["source"]: s for s in drift["sources"]}
+    assert sources["inspected"]["volume"] >= 5 and drift["reference_examples"] > 0, drift
+    assert drift["live_tweets"] == sources[drift["source"]]["volume"]
     assert 0 <= drift["centroid_distance"] <= 2
     assert drift["dominant_share"] == max(drift["live_shares"].values())
+    assert drift["dominant_share"] == max(s["dominant_share"] or 0 for s in sources.values())
     assert summary["volume"] == 5 and sum(summary["shares"].values()) == pytest.approx(1)
     ids = {t["id"] for t in tweets}
     for cls in summary["classes"]:
