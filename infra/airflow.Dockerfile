@@ -1,4 +1,4 @@
-# Airflow 3 with the DAG helpers' requirements (tweepy, httpx, tenacity, SMTP/HTTP providers).
+# Airflow 3 with the DAG helpers' requirements (tweepy, httpx, tenacity, SMTP provider).
 # Build context: the repository root.
 #   docker build -f infra/airflow.Dockerfile -t tweetpulse/airflow .
 #
@@ -25,12 +25,14 @@ COPY requirements/airflow.lock /tmp/airflow.lock
 # version; `pip check` fails the build if the lock and the image disagree.
 RUN pip install -r /tmp/airflow.lock \
     && pip check \
-    && python -c "import airflow.sdk, tweepy, httpx, airflow.providers.smtp, airflow.providers.http"
+    && python -c "import airflow.sdk, tweepy, httpx, airflow.providers.smtp"
 
 # DAGs and their helper package are baked in so the image runs on its own (Kubernetes, another host);
 # docker-compose.yml additionally mounts ./airflow/dags over this folder so edits show up without a
 # rebuild.
 COPY --chown=airflow:0 airflow/dags /opt/airflow/dags
+# the triggerer imports tweetpulse_dags.triggers by classpath and does not add the DAGs folder itself
+ENV PYTHONPATH=/opt/airflow/dags
 
 # The SimpleAuthManager password file lives on its own volume; created here so that the named volume
 # mounted over it starts out owned by the airflow user.

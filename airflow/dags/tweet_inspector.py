@@ -10,6 +10,7 @@ from airflow.sdk.exceptions import AirflowSkipException
 from tweetpulse_dags import config, inspector, inspector_alerts
 from tweetpulse_dags.alerting import AlertSender, SmtpMailer
 from tweetpulse_dags.cursors import VariableCursors
+from tweetpulse_dags.notifiers import callbacks
 from tweetpulse_dags.runner_api import ModelRunner
 from tweetpulse_dags.sources.base import Deadline
 from tweetpulse_dags.sources.factory import choose_source
@@ -36,6 +37,9 @@ logged to the MLflow experiment `tweetpulse-inspector`); **alert_negative** mail
 day when the negative share is above `negative_share` or jumps `negative_jump` above the trailing
 baseline; **daily_digest** mails once a day. Every mail quotes what people said: class shares and the
 tweets nearest each class centroid. Schedule: env `TWEETPULSE_INSPECTOR_SCHEDULE` (default `@hourly`).
+
+A run that fails (a target failed after its retries, the ModelRunner down) mails once per incident
+(`on_failure_callback`); a successful run closes the incident, so the next failure mails again.
 """
 
 INSPECT_TIMEOUT = timedelta(minutes=15)
@@ -59,6 +63,7 @@ def _anchor() -> datetime:
     tags=["tweetpulse", "inspection"],
     doc_md=DOC,
     default_args=config.default_args(),
+    **callbacks(),  # a failed run mails once per incident; a successful run closes it
     params={
         "source": Param("auto", enum=["auto", "x", "replay"], description="auto: X when x_api is set"),
         "max_tweets": Param(

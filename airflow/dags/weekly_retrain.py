@@ -1,31 +1,45 @@
-"""weekly_retrain: retrain a task's model on its schedule (tasks file) or from the UI with Params."""
+"""weekly_retrain: retrain every task with a champion on schedule, or one task from the UI with Params."""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow.sdk import Param, PokeReturnValue, TriggerRule, dag, get_current_context, task
+from airflow.sdk import Param, TriggerRule, dag, get_current_context, task, task_group
+from airflow.sdk.exceptions import AirflowSkipException
 from tweetpulse_dags import config, retrain
 from tweetpulse_dags.alerting import AlertSender, SmtpMailer
+from tweetpulse_dags.assets import CHAMPION
+from tweetpulse_dags.notifiers import callbacks
+from tweetpulse_dags.operators import StartTrainingOperator, WaitForTrainingOperator
 from tweetpulse_dags.runner_api import ModelRunner
 
 DOC = """
 ### Weekly retrain
 
-1. **start_training**: `POST /train` on the ModelRunner (connection `model_runner`) with the run's
-   Params; if a job is already running it is followed instead of starting a second one.
-2. **wait_for_training**: a sensor in *reschedule* mode (no worker slot held between pokes) polls
-   `GET /train/{job_id}` until the job ends or `timeout_minutes` pass.
-3. **choose_outcome** branches on the job's final state; a job still running at the timeout is cancelled.
+**retrain_targets** lists what to retrain: with the `task` Param `all` (the default, and every
+scheduled run) every task the ModelRunner declares (`GET /tasks`) that has a champion, plus those
+with a `schedule` in the tasks file (their first training makes the champion); a task name retrains
+just that task. Then, mapped over the targets (one **retrain** group per task, one job at a time):
+
+1. **start_training**: `POST /train` with the run's Params for that task; a job of the same task
+   already running is followed; while another task's job trains, the start defers until it ends.
+2. **wait_for_training** defers to the triggerer (`TrainingJobTrigger` polls `GET /train/{job_id}`
+   asynchronously every minute): no worker slot and no reschedule loop while the job trains.
+3. **choose_outcome** decides on the job's final state (report_success or alert_failure runs, the
+   other skips itself); a job still running at `timeout_minutes` is cancelled.
 4. **report_success** logs and returns (XCom) the metrics, whether the model was promoted, its
-   version and the MLflow run; **alert_failure** sends ONE e-mail (SMTP connection `smtp_default`,
+   version and the MLflow run; **publish_champion** then emits an event on the Asset
+   `tweetpulse_champion` when the job promoted a new champion (skipped otherwise), which triggers
+   `regression_check`. **alert_failure** sends ONE e-mail (SMTP connection `smtp_default`,
    recipients Variable `tweetpulse_alert_to`) for a failed, cancelled, timed-out or unstartable job.
 
-Labelled feedback (`model-runner label import`, `POST /labels`) joins every retrain automatically.
+A run that fails (a task failed after its retries) mails once per incident (`on_failure_callback`);
+a successful run closes the incident. Labelled feedback (`model-runner label import`,
+`POST /labels`) joins every retrain automatically.
 """
 
-POKE = timedelta(minutes=1)
-TASK, SCHEDULE = config.retrain_schedule()
+GROUP = "retrain"
+_, SCHEDULE = config.retrain_schedule()
 
 
 def _runner() -> ModelRunner:
@@ -42,8 +56,13 @@ def _runner() -> ModelRunner:
     tags=["tweetpulse", "training"],
     doc_md=DOC,
     default_args=config.default_args(),
+    **callbacks(),
     params={
-        "task": Param(TASK, enum=config.task_names(), description="Which task to retrain"),
+        "task": Param(
+            "all",
+            enum=["all", *config.task_names()],
+            description="all: every task with a champion (and scheduled ones); or one task",
+        ),
         "dataset": Param(
             None, type=["null", "string"], minLength=1, description="Path on the ModelRunner host or Hub id"
         ),
@@ -79,45 +98,71 @@ def _runner() -> ModelRunner:
 )
 def weekly_retrain():
     @task(execution_timeout=timedelta(minutes=5))
-    def start_training(params=None) -> dict:
+    def retrain_targets(params=None) -> list[str]:
+        if params["task"] != "all":
+            return [params["task"]]
         with _runner() as runner:
-            return retrain.start(runner, dict(params))
+            return retrain.targets(runner)
 
-    @task.sensor(
-        mode="reschedule",
-        poke_interval=POKE.total_seconds(),
-        timeout=timedelta(hours=49).total_seconds(),  # backstop; timeout_minutes decides first
-        execution_timeout=timedelta(minutes=3),
-        retries=3,
-    )
-    def wait_for_training(job: dict, params=None) -> PokeReturnValue:
-        with _runner() as runner:
-            done, state = retrain.poke(runner, job, float(params["timeout_minutes"]))
-        return PokeReturnValue(is_done=done, xcom_value=state)
+    @task_group(group_id=GROUP)
+    def retrain_one(task_name: str):
+        job = StartTrainingOperator(
+            task_id="start_training",
+            task_name=task_name,
+            max_active_tis_per_dagrun=1,  # the ModelRunner trains one job at a time
+            execution_timeout=timedelta(minutes=5),
+        )
+        waited = WaitForTrainingOperator(
+            task_id="wait_for_training", job=job.output, execution_timeout=timedelta(minutes=3), retries=3
+        )
 
-    @task.branch(trigger_rule=TriggerRule.ALL_DONE, execution_timeout=timedelta(minutes=5))
-    def choose_outcome(params=None, ti=None) -> str:
-        job = ti.xcom_pull(task_ids="start_training")
-        with _runner() as runner:
-            branch, outcome = retrain.decide(runner, job, float(params["timeout_minutes"]))
-        ti.xcom_push(key="outcome", value=outcome)
-        return branch
+        @task(trigger_rule=TriggerRule.ALL_DONE, execution_timeout=timedelta(minutes=5))
+        def choose_outcome(params=None, ti=None) -> str:
+            """Which of report_success / alert_failure runs (the other skips itself); the outcome both
+            read goes to XCom ``outcome``. (Not a branch operator: skipping inside a mapped group is
+            done by the two tasks, so each map index keeps its own path.)"""
+            started = ti.xcom_pull(task_ids=f"{GROUP}.start_training")
+            with _runner() as runner:
+                branch, outcome = retrain.decide(runner, started, float(params["timeout_minutes"]))
+            ti.xcom_push(key="outcome", value=outcome)
+            return branch
 
-    @task(execution_timeout=timedelta(minutes=2))
-    def report_success(ti=None) -> dict:
-        return retrain.success_summary(ti.xcom_pull(task_ids="choose_outcome", key="outcome"))
+        def _outcome(ti, wanted: str) -> dict:
+            if ti.xcom_pull(task_ids=f"{GROUP}.choose_outcome") != wanted:
+                raise AirflowSkipException(f"the outcome did not lead to {wanted}")
+            return ti.xcom_pull(task_ids=f"{GROUP}.choose_outcome", key="outcome")
 
-    @task(execution_timeout=timedelta(minutes=5))
-    def alert_failure(ti=None) -> str:
-        outcome = ti.xcom_pull(task_ids="choose_outcome", key="outcome")
-        run_id = get_current_context()["run_id"]
-        with _runner() as runner:
-            sender = AlertSender(runner, SmtpMailer(config.SMTP_CONN_ID), config.alert_recipients())
-            mlflow_ui = config.get_variable(config.VAR_MLFLOW_UI, "") or None
-            return sender.send_once(retrain.failure_alert(outcome, run_id, mlflow_ui))
+        @task(execution_timeout=timedelta(minutes=2))
+        def report_success(ti=None) -> dict:
+            return retrain.success_summary(_outcome(ti, retrain.SUCCESS_TASK))
 
-    job = start_training()
-    job >> wait_for_training(job) >> choose_outcome() >> [report_success(), alert_failure()]
+        @task(outlets=[CHAMPION], execution_timeout=timedelta(minutes=2))
+        def publish_champion(summary: dict, outlet_events=None) -> dict:
+            """Only a promotion updates the champion Asset (a skipped task emits no event)."""
+            if not summary.get("promoted"):
+                raise AirflowSkipException(f"version {summary.get('model_version')} was not promoted")
+            extra = {
+                "task": summary["task"],
+                "version": summary["model_version"],
+                "job_id": summary["job_id"],
+            }
+            outlet_events[CHAMPION].extra = extra
+            return extra
+
+        @task(execution_timeout=timedelta(minutes=5))
+        def alert_failure(name: str, ti=None) -> str:
+            outcome = _outcome(ti, retrain.FAILURE_TASK)
+            run_id = get_current_context()["run_id"]
+            with _runner() as runner:
+                sender = AlertSender(runner, SmtpMailer(config.SMTP_CONN_ID), config.alert_recipients())
+                mlflow_ui = config.get_variable(config.VAR_MLFLOW_UI, "") or None
+                return sender.send_once(retrain.failure_alert(outcome, run_id, mlflow_ui, task=name))
+
+        summary = report_success()
+        job >> waited >> choose_outcome() >> [summary, alert_failure(task_name)]
+        publish_champion(summary)
+
+    retrain_one.expand(task_name=retrain_targets())
 
 
 weekly_retrain()

@@ -120,6 +120,9 @@ def airflow_env(cfg: StackConfig, pg_uri: str, sec: dict[str, str]) -> dict[str,
         "PATH": f"{VENV_AF}:/usr/bin:/bin",
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "airflow" / "dags"),
+        # the triggerer imports tweetpulse_dags.triggers by classpath and, unlike the dag-processor and
+        # the workers, does not put the DAGs folder on sys.path itself
+        "PYTHONPATH": str(REPO / "airflow" / "dags"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__CORE__PARALLELISM": "4",

@@ -36,6 +36,8 @@ os.environ.update(
         "AIRFLOW_HOME": str(_TMP / "airflow"),
         "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        # as an operator would have them: unpaused, so an Asset event queues its consumer's run
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_TMP / 'airflow' / 'airflow.db'}",
         "AIRFLOW_VAR_TWEETPULSE_ALERT_TO": "mlops@example.com",
     }
@@ -261,8 +263,8 @@ def stored_variable(key: str) -> str | None:
 
 
 def fast(dag, *, retries: int | None = None):
-    """A freshly parsed copy of the DAG with short waits: sensor pokes every second; optionally no
-    task retries. (A parse, not copy.deepcopy: a deep copy breaks mapped TaskFlow tasks.)"""
+    """A freshly parsed copy of the DAG with short waits: sensor pokes and trigger polls every second;
+    optionally no task retries. (A parse, not copy.deepcopy: a deep copy breaks mapped TaskFlow tasks.)"""
     from datetime import timedelta
 
     from airflow.dag_processing.dagbag import DagBag
@@ -271,6 +273,8 @@ def fast(dag, *, retries: int | None = None):
     for task in dag.tasks:
         if hasattr(task, "poke_interval"):
             task.poke_interval = 1
+        if hasattr(task, "poll_interval"):  # the deferred waits: the trigger polls every second
+            task.poll_interval = 1
         task.retry_delay = timedelta(seconds=1)
         if retries is not None:
             task.retries = retries

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import pytest
 from tweetpulse_dags import config, inspector, inspector_alerts, regression, retrain
 from tweetpulse_dags.alerting import Alert, AlertInFlight, AlertSender
+from tweetpulse_dags.runner_client import JobConflict, RunnerError
 from tweetpulse_dags.sources.base import Deadline, FetchedTweet
 
 from tests.airflow.fakes import FakeInspectRunner, FakeLedgerRunner, FakeMailer, FakeSource, MemoryCursors
@@ -108,12 +109,149 @@ class JobRunner:
         return {"job_id": job_id, "state": "running", "progress": 0.5}
 
 
-def test_poke_until_the_job_ends_or_times_out():
-    job = {"job_id": "j", "started_at": time.time()}
-    assert retrain.poke(JobRunner("running"), job, 10) == (False, None)
-    assert retrain.poke(JobRunner("failed"), job, 10) == (True, {"state": "failed"})
-    done, state = retrain.poke(JobRunner("running"), {**job, "started_at": time.time() - 120}, 1)
-    assert done and state["state"] == "timed_out"
+def _run_trigger(monkeypatch, views, **kwargs) -> tuple[dict, list[str]]:
+    """Run TrainingJobTrigger against canned GET /train/{id} answers; returns its one event."""
+    import asyncio
+
+    import httpx
+    from tweetpulse_dags import triggers
+    from tweetpulse_dags.runner_client import RunnerConfig
+
+    seen: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(f"{request.method} {request.url.path} {request.headers.get('authorization')}")
+        status, body = views.pop(0) if len(views) > 1 else views[0]
+        if isinstance(body, Exception):
+            raise body
+        return httpx.Response(status, json=body)
+
+    config = RunnerConfig("http://runner.test", token="t0k")
+
+    async def fake_config(conn_id):
+        assert conn_id == "model_runner"
+        return config
+
+    monkeypatch.setattr(triggers, "aconfig_from_connection", fake_config)
+    original = triggers.http_client
+    monkeypatch.setattr(
+        triggers,
+        "http_client",
+        lambda cfg: httpx.AsyncClient(
+            base_url=cfg.base_url, headers=original(cfg).headers, transport=httpx.MockTransport(answer)
+        ),
+    )
+    trigger = triggers.TrainingJobTrigger(
+        **{"job_id": "j", "deadline": time.time() + 60, "poll_s": 0, **kwargs}
+    )
+
+    async def first_event():
+        events = [event async for event in trigger.run()]
+        assert len(events) == 1  # one event, then the generator ends
+        return events[0].payload
+
+    return asyncio.run(first_event()), seen
+
+
+def _view(state, **extra):
+    return 200, {"job_id": "j", "state": state, "progress": 0.5, "stage": "cv", **extra}
+
+
+def test_the_trigger_polls_until_the_job_ends_and_settles(monkeypatch):
+    views = [
+        _view("queued"),
+        _view("running"),
+        _view("succeeded", settled=False, finished_at=datetime.now(UTC).isoformat()),
+    ]
+    views.append(_view("succeeded", settled=True))
+    event, seen = _run_trigger(monkeypatch, views)
+    assert event == {"status": "done", "job_id": "j", "state": "succeeded", "polls": 4}
+    assert seen[0] == "GET /train/j Bearer t0k"
+
+
+def test_the_trigger_rides_out_outages_and_fires_on_timeout(monkeypatch):
+    import httpx
+
+    down = (503, {"error": {"type": "unavailable", "message": "db away"}})
+    refused = (None, httpx.ConnectError("refused"))
+    views = [down, refused, _view("running"), _view("running")]
+    event, _ = _run_trigger(monkeypatch, views, deadline=time.time() + 0.3, poll_s=0.05)
+    assert event["status"] == "timed_out" and event["state"] == "running" and event["polls"] >= 4
+
+
+def test_the_trigger_reports_a_refusal_and_a_long_outage(monkeypatch):
+    import httpx
+
+    unknown = (404, {"error": {"type": "not_found", "message": "no job j"}})
+    event, _ = _run_trigger(monkeypatch, [unknown])
+    assert event["status"] == "error" and "no job j" in event["error"] and event["polls"] == 1
+    event, _ = _run_trigger(
+        monkeypatch, [(None, httpx.ConnectError("refused"))], unreachable_s=0.1, poll_s=0.05
+    )
+    assert event["status"] == "error" and "unreachable" in event["error"]
+
+
+def test_the_resumed_wait_hands_on_the_state_or_fails():
+    assert retrain.wait_outcome({"status": "done", "job_id": "j", "state": "failed", "polls": 3}) == {
+        "state": "failed",
+        "polls": 3,
+    }
+    timed_out = retrain.wait_outcome({"status": "timed_out", "job_id": "j", "state": "running", "polls": 9})
+    assert timed_out["state"] == "timed_out" and timed_out["job_state"] == "running"
+    with pytest.raises(RunnerError, match="no job j"):
+        retrain.wait_outcome(
+            {"status": "error", "job_id": "j", "state": None, "polls": 1, "error": "no job j"}
+        )
+
+
+class BusyRunner:
+    """POST /train answers 409 naming the running job, which trains ``running_task``."""
+
+    def __init__(self, running_task):
+        self.running_task = running_task
+
+    def start_training(self, body):
+        raise JobConflict(409, "conflict", "a job is running", {"error": {"job_id": "other"}})
+
+    def training_job(self, job_id):
+        return {"job_id": job_id, "state": "running", "task": self.running_task}
+
+
+def test_a_start_follows_its_own_tasks_job_and_waits_behind_another_tasks_job():
+    mine = retrain.start(BusyRunner("sentiment"), {"task": "sentiment"})
+    assert mine["job_id"] == "other" and mine["adopted"] is True
+    blocked = retrain.start(BusyRunner("sentiment"), {"task": "emotion"})
+    assert blocked["job_id"] is None and blocked["blocked_by"] == "other"
+    assert blocked["blocked_task"] == "sentiment"
+    assert retrain.decide(JobRunner("x"), blocked, 5)[1]["outcome"] == "not_started"
+
+
+class TasksRunner:
+    def __init__(self, tasks, champions):
+        self.tasks, self.champions = tasks, champions
+
+    def declared_tasks(self):
+        return self.tasks
+
+    def champion_version(self, task):
+        return self.champions.get(task)
+
+
+def test_retrain_and_check_targets_are_the_tasks_with_a_champion():
+    declared = [
+        {"name": "sentiment", "schedule": "@weekly", "served": True},
+        {"name": "emotion", "schedule": "", "served": True},
+        {"name": "stance", "schedule": "", "served": True},
+        {"name": "topic", "schedule": "0 3 * * 1", "served": False},
+    ]
+    runner = TasksRunner(declared, {"emotion": "4"})
+    # sentiment and topic have no champion yet, but a schedule: their first training makes one
+    assert retrain.targets(runner) == ["sentiment", "emotion", "topic"]
+    assert regression.targets(runner) == ["emotion"]
+    assert regression.targets(TasksRunner(declared, {"sentiment": "2", "emotion": "4"})) == [
+        "sentiment",
+        "emotion",
+    ]
 
 
 def test_branching_on_the_outcome():
@@ -136,11 +274,12 @@ def test_the_failure_mail_names_job_error_and_mlflow_run():
         },
         "run-1",
     )
-    assert alert.key == "training-failed:run-1"
+    assert alert.key == "training-failed:run-1:sentiment"
     assert (
         "j-1" in alert.subject and "DataError: &lt;no rows&gt;" in alert.html and "http://m/r/1" in alert.html
     )
-    assert retrain.failure_alert({"outcome": "not_started"}, "manual__1").key == "training-failed:manual__1"
+    not_started = retrain.failure_alert({"outcome": "not_started"}, "manual__1", task="emotion")
+    assert not_started.key == "training-failed:manual__1:emotion" and "emotion" in not_started.subject
 
 
 def test_training_request_drops_unset_params():

@@ -1,12 +1,15 @@
 """regression_check end to end: a planted regression and a planted collapse mail once; a healthy
-registry and an empty window stay quiet."""
+registry and an empty window stay quiet; a failing run mails once per incident."""
 
 from __future__ import annotations
 
+import json
+import os
 from datetime import UTC, datetime, timedelta
 
-from tests.airflow.conftest import fast, states, xcom
+from tests.airflow.conftest import TOKEN, fast, free_port, states, stored_variable, xcom
 
+REGISTRY, LIVE = "check.check_registry", "check.check_live_data"
 QUIET_DAY = datetime(2026, 1, 10, tzinfo=UTC)  # after the DAG start date; no tweets in its window
 
 
@@ -25,8 +28,9 @@ def test_a_planted_regression_mails_once_and_a_healthy_registry_stays_quiet(
     dag = fast(dagbag.get_dag("regression_check"))
 
     quiet = dag.test(logical_date=QUIET_DAY)  # a newer, worse candidate that is not champion is fine
-    assert states(quiet)["send_alerts"] == "success", states(quiet)
-    assert xcom(quiet, "check_registry") == [] and xcom(quiet, "check_live_data")["incidents"] == []
+    assert xcom(quiet, "check_targets") == ["sentiment"]  # the tasks with a champion (mapped)
+    assert states(quiet)["check.send_alerts[0]"] == "success", states(quiet)
+    assert xcom(quiet, REGISTRY, map_index=0) == [] and xcom(quiet, LIVE, map_index=0)["incidents"] == []
     assert mailbox.messages == []
 
     runner.fixture("set-champion", worse["version"])  # plant the regression
@@ -36,10 +40,10 @@ def test_a_planted_regression_mails_once_and_a_healthy_registry_stays_quiet(
     finally:
         runner.fixture("set-champion", healthy)
 
-    (incident,) = xcom(first, "check_registry")
+    (incident,) = xcom(first, REGISTRY, map_index=0)
     assert incident["key"] == f"regression:sentiment:v{worse['version']}"
     assert "macro_recall" in dict(incident["facts"])
-    assert xcom(second, "send_alerts")["sent"] == {incident["key"]: "already_sent"}
+    assert xcom(second, "check.send_alerts", map_index=0)["sent"] == {incident["key"]: "already_sent"}
     (mail,) = mailbox.messages
     assert f"v{worse['version']}" in mail["Subject"] and "macro_recall" in mailbox.body(mail)
 
@@ -73,10 +77,46 @@ def test_a_planted_collapse_in_live_predictions_mails_once(dagbag, runner, mailb
     first = dag.test(logical_date=day, run_conf=conf)
     dag.test(logical_date=day + timedelta(hours=1), run_conf=conf)
 
-    live = xcom(first, "check_live_data")
+    live = xcom(first, LIVE, map_index=0)
     assert [i["kind"] for i in live["incidents"]] == ["collapse"]
     assert live["drift"]["live_tweets"] == 25 and live["drift"]["dominant_share"] == 1.0
     (mail,) = mailbox.messages
     assert mail["X-Tweetpulse-Alert-Key"].startswith("collapse:sentiment:v")
     body = mailbox.body(mail)
     assert "negative 100.0%" in body and "orbly alarm broke again" in body  # what people said
+
+
+def test_a_failing_run_mails_once_per_incident_and_a_success_closes_it(
+    dagbag, runner, mailbox, variables, monkeypatch
+):
+    """The ModelRunner is down (nothing listens on its port): every run fails; one mail until a run
+    succeeds, then the next failure mails again. The incident lives in Airflow, not the ModelRunner."""
+    healthy = os.environ["AIRFLOW_CONN_MODEL_RUNNER"]
+    down = {"conn_type": "http", "host": "127.0.0.1", "port": free_port(), "password": TOKEN}
+    down["extra"] = {"retries": 0}  # fail fast: no client retries
+    dag = fast(dagbag.get_dag("regression_check"), retries=0)
+    day = datetime(2026, 4, 1, tzinfo=UTC)
+    key = "tweetpulse_incident__regression_check"
+
+    monkeypatch.setenv("AIRFLOW_CONN_MODEL_RUNNER", json.dumps(down))
+    first = dag.test(logical_date=day)
+    second = dag.test(logical_date=day + timedelta(days=1))
+    assert (str(first.state), str(second.state)) == ("failed", "failed")
+    assert states(first)["check_targets"] == "failed"
+    (mail,) = mailbox.messages
+    assert mail["X-Tweetpulse-Alert-Key"] == f"dag-failed:regression_check:{first.run_id}"
+    assert "regression_check" in mail["Subject"] and "check_targets" in mailbox.body(mail)
+    assert json.loads(stored_variable(key))["run_id"] == first.run_id
+
+    monkeypatch.setenv("AIRFLOW_CONN_MODEL_RUNNER", healthy)
+    recovered = dag.test(logical_date=day + timedelta(days=2))
+    assert str(recovered.state) == "success", states(recovered)
+    assert stored_variable(key) is None and len(mailbox.messages) == 1
+
+    monkeypatch.setenv("AIRFLOW_CONN_MODEL_RUNNER", json.dumps(down))
+    third = dag.test(logical_date=day + timedelta(days=3))
+    assert str(third.state) == "failed"
+    assert mailbox.keys() == [
+        f"dag-failed:regression_check:{first.run_id}",
+        f"dag-failed:regression_check:{third.run_id}",
+    ]

@@ -13,7 +13,7 @@ from typing import Any
 
 from tweetpulse_dags import emails
 from tweetpulse_dags.alerting import Alert
-from tweetpulse_dags.runner_api import ModelVersion
+from tweetpulse_dags.runner_api import ModelRunner, ModelVersion
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,17 @@ class Incident:
     def to_dict(self) -> dict:
         # plain lists: XCom would otherwise carry the fact tuples in its own tagged encoding
         return {**asdict(self), "facts": [[name, value] for name, value in self.facts]}
+
+
+def targets(runner: ModelRunner) -> list[str]:
+    """Every task the ModelRunner declares and serves that has a champion, in declared order."""
+    chosen = [
+        declared["name"]
+        for declared in runner.declared_tasks()
+        if declared.get("served", True) and runner.champion_version(declared["name"])
+    ]
+    log.info("checking %s", ", ".join(chosen) or "nothing: no task has a champion")
+    return chosen
 
 
 def champion_of(versions: list[ModelVersion]) -> ModelVersion | None:

@@ -1,4 +1,5 @@
-"""The weekly retrain: start a training job, wait for it, branch on the outcome, report or alert.
+"""The weekly retrain's decisions: what to retrain, the POST /train body, following or waiting behind a
+running job, what the deferred wait hands on, the outcome, the report and the failure alert.
 
 Labelled feedback needs nothing here: every training job of the ModelRunner adds the task's
 ``labelled_examples`` rows with ``source='feedback'`` (``include_feedback``, on by default).
@@ -8,21 +9,17 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime
 from typing import Any
 
 from tweetpulse_dags import emails
 from tweetpulse_dags.alerting import Alert
-from tweetpulse_dags.runner_api import FINAL_STATES, ModelRunner, TrainingJob
+from tweetpulse_dags.runner_api import ModelRunner, TrainingJob
 from tweetpulse_dags.runner_client import JobConflict, RunnerError
 
 log = logging.getLogger(__name__)
 
 SUCCESS_TASK, FAILURE_TASK = "report_success", "alert_failure"
 _HEADLINE = ("macro_recall", "macro_f1", "accuracy")
-# after a job ends the ModelRunner reconciles (reload, served version, Hub push retry) and then marks
-# the job ``settled``; a view without the field comes from an older ModelRunner and is settled as is
-SETTLE_GRACE_S = 300.0
 
 
 def training_request(params: dict[str, Any]) -> dict[str, Any]:
@@ -42,56 +39,69 @@ def training_request(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def start(runner: ModelRunner, params: dict[str, Any]) -> dict[str, Any]:
+    """Start a job, or follow the one already running for the same task. While another task's job
+    runs (the ModelRunner trains one job at a time) nothing starts: ``blocked_by`` names that job and
+    the caller waits for it, then tries again."""
     body = training_request(params)
     try:
         job_id, adopted = runner.start_training(body), False
     except JobConflict as exc:
         if not exc.job_id:
             raise
-        # a job is already running (often our own, when a retry follows a lost response): follow it
+        running = runner.training_job(exc.job_id)
+        if body.get("task") and running.get("task") and running["task"] != body["task"]:
+            log.info("job %s trains %s: %s waits for it", exc.job_id, running["task"], body["task"])
+            return {
+                "job_id": None,
+                "blocked_by": exc.job_id,
+                "blocked_task": running["task"],
+                "request": body,
+            }
+        # a job of this task is already running (often our own, when a retry follows a lost
+        # response, or a UI trigger beside the scheduled run): follow it
         job_id, adopted = exc.job_id, True
         log.warning("a training job is already running; following job %s instead of starting another", job_id)
     log.info("training job %s %s with %s", job_id, "adopted" if adopted else "started", body)
     return {"job_id": job_id, "adopted": adopted, "request": body, "started_at": time.time()}
 
 
-def poke(runner: ModelRunner, job: dict[str, Any], timeout_minutes: float) -> tuple[bool, dict | None]:
-    """Done when the job ended or ran past the timeout; the sensor reschedules otherwise."""
-    view = runner.training_job(job["job_id"])
-    done = 100 * view["progress"]
-    detail = f" ({view['detail']})" if view.get("detail") else ""
-    log.info("job %s: %s, stage %s%s, %.0f%%", view["job_id"], view["state"], view.get("stage"), detail, done)
-    if view["state"] in FINAL_STATES:
-        if view.get("settled", True) or _ended_seconds_ago(view) > SETTLE_GRACE_S:
-            return True, {"state": view["state"]}
-        log.info("job %s ended (%s); waiting for the ModelRunner to reconcile", view["job_id"], view["state"])
-        return False, None
-    waited = time.time() - job["started_at"]
-    if waited > timeout_minutes * 60:
-        log.warning("job %s still %s after %.1f min: timing out", view["job_id"], view["state"], waited / 60)
-        return True, {"state": "timed_out", "waited_minutes": round(waited / 60, 2)}
-    return False, None
+def targets(runner: ModelRunner) -> list[str]:
+    """What a scheduled run retrains: every task the ModelRunner declares that has a champion, and those
+    with a ``schedule`` in the tasks file (their first training makes the champion), in declared order."""
+    chosen = []
+    for declared in runner.declared_tasks():
+        name = declared["name"]
+        champion = runner.champion_version(name) if declared.get("served", True) else None
+        if champion or str(declared.get("schedule") or "").strip():
+            chosen.append(name)
+            log.info("retraining %s (champion %s)", name, f"v{champion}" if champion else "none yet")
+        else:
+            log.info("not retraining %s: no champion and no schedule", name)
+    return chosen
 
 
-def _ended_seconds_ago(view: dict[str, Any]) -> float:
-    """Seconds since the job's ``finished_at`` (the sensor keeps no state between pokes)."""
-    try:
-        finished = datetime.fromisoformat(view["finished_at"])
-    except (KeyError, TypeError, ValueError):
-        return float("inf")
-    return time.time() - finished.timestamp()
+def wait_outcome(event: dict[str, Any]) -> dict[str, Any]:
+    """What the deferred wait hands on (XCom), from the trigger's event; a refused or unreachable
+    service fails the task (Airflow retries the wait, which defers again)."""
+    if event["status"] == "error":
+        raise RunnerError(None, "wait_failed", f"waiting for job {event['job_id']}: {event.get('error')}")
+    if event["status"] == "timed_out":
+        log.warning("job %s still %s at the timeout", event["job_id"], event["state"])
+        return {"state": "timed_out", "job_state": event["state"], "polls": event["polls"]}
+    log.info("job %s ended %s (%d polls)", event["job_id"], event["state"], event["polls"])
+    return {"state": event["state"], "polls": event["polls"]}
 
 
 def decide(runner: ModelRunner, job: dict[str, Any] | None, timeout_minutes: float) -> tuple[str, dict]:
     """Which branch follows, and the outcome both branches read (always fetched fresh)."""
-    if not job:
+    if not job or not job.get("job_id"):
         error = "the training job could not be started; see the start_training log"
         return FAILURE_TASK, {"state": "not_started", "outcome": "not_started", "error": error}
     view = runner.training_job(job["job_id"])
     if view["state"] == "succeeded":
         return SUCCESS_TASK, {**view, "outcome": "succeeded"}
     if view["state"] in ("queued", "running"):
-        # the wait timed out (or the sensor failed): stop the job so it cannot promote behind our back
+        # the wait timed out (or failed): stop the job so it cannot promote behind our back
         try:
             view = runner.cancel_training(view["job_id"])
         except RunnerError as exc:
@@ -124,18 +134,21 @@ def success_summary(view: TrainingJob) -> dict[str, Any]:
     return summary
 
 
-def failure_alert(outcome: dict[str, Any], run_id: str, mlflow_ui: str | None = None) -> Alert:
+def failure_alert(
+    outcome: dict[str, Any], run_id: str, mlflow_ui: str | None = None, *, task: str | None = None
+) -> Alert:
+    task = task or outcome.get("task") or "sentiment"
     job_id = outcome.get("job_id")
     state = outcome.get("outcome") or outcome.get("state", "failed")
     error = outcome.get("error") or "(no error message)"
-    # one incident per DAG run: a retry or a re-run of this run (even one that started another job)
-    # never mails twice
-    key = f"training-failed:{run_id}"
+    # one incident per DAG run and task: a retry or a re-run of this run (even one that started
+    # another job) never mails twice
+    key = f"training-failed:{run_id}:{task}"
     mlflow = outcome.get("mlflow_run_url") or outcome.get("mlflow_run_id") or "no MLflow run"
     facts = [
         ("Outcome", state),
         ("Job id", job_id or "none"),
-        ("Task", outcome.get("task", "sentiment")),
+        ("Task", task),
         ("Stage", outcome.get("stage") or "n/a"),
         ("Error", error),
         ("MLflow run", mlflow),
@@ -166,7 +179,7 @@ def failure_alert(outcome: dict[str, Any], run_id: str, mlflow_ui: str | None = 
         )
     html = emails.page(f"Weekly retrain {state}", intro=intro, facts=facts, sections=links)
     summary = f"training {state}: job {job_id or 'none'}: {error}"
-    subject = f"[tweetpulse] Weekly retrain {state}: job {job_id or 'none'}"
+    subject = f"[tweetpulse] Weekly retrain of {task} {state}: job {job_id or 'none'}"
     return Alert(key=key, kind="training", subject=subject, html=html, summary=summary[:500])
 
 

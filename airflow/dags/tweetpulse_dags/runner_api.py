@@ -58,7 +58,17 @@ class ModelRunner(ModelRunnerClient):
     def cancel_training(self, job_id: str) -> TrainingJob:
         return self.request("POST", f"/train/{job_id}/cancel", auth=True)
 
-    # --- models ----------------------------------------------------------------------------------
+    # --- tasks and models --------------------------------------------------------------------------
+    def declared_tasks(self) -> list[dict[str, Any]]:
+        """The tasks the service declares (GET /tasks, the tasks file), in order: name, schedule,
+        served, ..."""
+        return self.request("GET", "/tasks")["tasks"]
+
+    def champion_version(self, task: str) -> str | None:
+        """The registered version holding the ``champion`` alias, or None."""
+        versions = self.model_versions(task, 100)
+        return next((str(v["version"]) for v in versions if "champion" in (v.get("aliases") or [])), None)
+
     def served_tasks(self) -> list[str]:
         """Tasks that have a model loaded right now (GET /model/tasks)."""
         tasks = self.request("GET", "/model/tasks")["tasks"]

@@ -51,10 +51,21 @@ class RunnerConfig:
 
 
 def config_from_connection(conn_id: str = RUNNER_CONN_ID) -> RunnerConfig:
-    """An Airflow HTTP connection: schema (http/https), host, port; token = password; extra timeout."""
+    """An Airflow connection (type ``http`` or ``generic``): schema, host, port; token = password;
+    extra ``timeout`` and ``retries``."""
     from airflow.sdk import BaseHook
 
-    conn = BaseHook.get_connection(conn_id)
+    return config_from(BaseHook.get_connection(conn_id))
+
+
+async def aconfig_from_connection(conn_id: str = RUNNER_CONN_ID) -> RunnerConfig:
+    """The same, read without blocking an event loop (the triggerer's)."""
+    from airflow.sdk import BaseHook
+
+    return config_from(await BaseHook.aget_connection(conn_id))
+
+
+def config_from(conn: Any) -> RunnerConfig:
     host = (conn.host or "127.0.0.1").rstrip("/")
     if "://" not in host:
         host = f"{conn.schema or 'http'}://{host}"
@@ -149,18 +160,23 @@ class ModelRunnerClient:
         )
         if response.is_success:
             return response.json()
-        try:
-            body = response.json()
-            error = body.get("error", {}) if isinstance(body, dict) else {}
-        except ValueError:
-            body, error = {}, {}
-        cls = JobConflict if response.status_code == 409 else RunnerError
-        exc = cls(
-            response.status_code,
-            str(error.get("type", "http_error")),
-            str(error.get("message", response.text[:300])),
-            body if isinstance(body, dict) else {},
-        )
-        retry_after = response.headers.get("retry-after", "")
-        exc.retry_after = float(retry_after) if retry_after.replace(".", "", 1).isdigit() else None
-        raise exc
+        raise error_from(response)
+
+
+def error_from(response: httpx.Response) -> RunnerError:
+    """The service's ``{"error": {"type", "message"}}`` as a RunnerError (JobConflict for a 409)."""
+    try:
+        body = response.json()
+        error = body.get("error", {}) if isinstance(body, dict) else {}
+    except ValueError:
+        body, error = {}, {}
+    cls = JobConflict if response.status_code == 409 else RunnerError
+    exc = cls(
+        response.status_code,
+        str(error.get("type", "http_error")),
+        str(error.get("message", response.text[:300])),
+        body if isinstance(body, dict) else {},
+    )
+    retry_after = response.headers.get("retry-after", "")
+    exc.retry_after = float(retry_after) if retry_after.replace(".", "", 1).isdigit() else None
+    return exc
