@@ -38,6 +38,11 @@ day when the negative share is above `negative_share` or jumps `negative_jump` a
 baseline; **daily_digest** mails once a day. Every mail quotes what people said: class shares and the
 tweets nearest each class centroid. Schedule: env `TWEETPULSE_INSPECTOR_SCHEDULE` (default `@hourly`).
 
+Optional replies (Variable `tweetpulse_reply`, off; dry run by default) go only to tweets that mention
+the account, per X's automation rules: with replies on, one more mapped **inspect** reads
+`mentions:me` (user-context keys in `x_api`'s extra) and answers each mention once through the alert
+ledger; tweets of watched queries, accounts and the replay file are never answered.
+
 A run that fails (a target failed after its retries, the ModelRunner down) mails once per incident
 (`on_failure_callback`); a successful run closes the incident, so the next failure mails again.
 """
