@@ -171,8 +171,9 @@ def shoot_airflow(page, cfg: StackConfig, api) -> None:
     # the UI reads its session from the same JWT the REST API hands out (cookie _token)
     page.context.add_cookies([{"name": "_token", "value": api.token(), "url": airflow_url(cfg)}])
     page.goto(f"{airflow_url(cfg)}/dags/weekly_retrain/runs/{run_id}")
-    _settle(page, "text=report_success", extra_s=1)
-    # the graph says more than the grid about the pipeline: start, sensor, branch, success or one alert
+    _settle(page, "text=publish_champion", extra_s=1)
+    # the graph says more than the grid about the pipeline: the tasks to retrain, then per task (a mapped
+    # group) start, the deferred wait, success or one alert, and the champion Asset on a promotion
     page.click("button[aria-label^='Show Graph']")
     _settle(page, ".react-flow__node", extra_s=3)
 

@@ -28,6 +28,11 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+# 1: today's layout (one process serves and trains); N > 1: N serving replicas and a train process
+# behind HAProxy, as `TWEETPULSE_STACK_REPLICAS=N make demo` starts them
+REPLICAS = int(os.environ.get("TWEETPULSE_TEST_STACK_REPLICAS", "1"))
+
+
 def _free_ports(n: int) -> list[int]:
     socks = [socket.socket() for _ in range(n)]
     for s in socks:
@@ -57,6 +62,7 @@ def stack_env(tmp_path_factory, tiny_bert) -> dict[str, str]:
         TWEETPULSE_SENTIMENT_DATA=str(data),
         TWEETPULSE_STACK_DEMO_CONF=json.dumps({"adapters": ["linear"], "folds": 2}),
         TWEETPULSE_STACK_RETRAIN_TIMEOUT_S="900",
+        TWEETPULSE_STACK_REPLICAS=str(REPLICAS),
     )
     return env
 
@@ -94,7 +100,11 @@ def test_demo_then_a_failing_retrain_mails_once_then_down_leaves_nothing(stack_e
         demo = _stack(stack_env, "demo")
         log = demo.stdout + demo.stderr
         assert demo.returncode == 0, log[-4000:]
-        for name in ("smtp", "mlflow", "model-runner", "airflow-api-server"):
+        runners = ["model-runner"]
+        if REPLICAS > 1:
+            runners = [f"model-runner-{i}" for i in range(1, REPLICAS + 1)]
+            runners += ["model-runner-train", "balancer"]
+        for name in ("smtp", "mlflow", *runners, "airflow-api-server"):
             assert f"{name} is healthy" in log
         assert "champion: tweetpulse-sentiment version 1" in log
         stored = int(log.split("tweets stored: ")[1].split(";")[0])
@@ -126,7 +136,7 @@ def test_demo_then_a_failing_retrain_mails_once_then_down_leaves_nothing(stack_e
                 if k.startswith("TWEETPULSE_"):
                     os.environ.pop(k, None)
         mails = sorted((Path(home) / "mail").glob("*.eml"))
-        failures = [m for m in mails if "Weekly-retrain-failed" in m.name]
+        failures = [m for m in mails if "Weekly-retrain-of-sentiment-failed" in m.name]
         assert len(failures) == 1, [m.name for m in mails]
         mail = message_from_bytes(failures[0].read_bytes(), policy=default)
         body = " ".join(part.get_content() for part in mail.walk() if part.get_content_maintype() == "text")
