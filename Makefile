@@ -9,7 +9,7 @@ VENV_AF := .venv-airflow
 # This machine's pip config lists file:// mirrors that warn on every package; keep the log readable.
 QUIET_PIP := grep -v "Location 'file:" || true
 
-.PHONY: help install demo up down status screenshots chromium haproxy test test-service test-stack test-airflow lint bench gpu-check clean
+.PHONY: help install demo up down status screenshots chromium haproxy test test-service test-long test-airflow lint bench gpu-check clean
 
 help:
 	@echo "make demo      install, start the local stack, retrain through Airflow, inspect tweets, summary"
@@ -90,25 +90,26 @@ screenshots: $(VENV)/.installed chromium
 # service suite's wall time. Its output follows the service suite's.
 test: install lint
 	@mkdir -p .tweetpulse; $(MAKE) --no-print-directory test-airflow > .tweetpulse/test-airflow.log 2>&1 & af=$$!; \
-	$(MAKE) --no-print-directory test-stack > .tweetpulse/test-stack.log 2>&1 & st=$$!; \
+	$(MAKE) --no-print-directory test-long > .tweetpulse/test-long.log 2>&1 & st=$$!; \
 	rc=0; $(MAKE) --no-print-directory test-service || rc=$$?; \
 	af_rc=0; wait $$af || af_rc=$$?; echo "==> Airflow suite"; cat .tweetpulse/test-airflow.log; \
-	st_rc=0; wait $$st || st_rc=$$?; echo "==> stack suite"; cat .tweetpulse/test-stack.log; \
+	st_rc=0; wait $$st || st_rc=$$?; echo "==> long suite"; cat .tweetpulse/test-long.log; \
 	if [ $$rc -ne 0 ] || [ $$af_rc -ne 0 ] || [ $$st_rc -ne 0 ]; then exit 1; fi
 
-# The tests that start whole process trees (the local stack with Airflow; serving replicas and a train
-# process behind HAProxy) and mostly wait on them: a third suite beside the other two.
-STACK_TESTS := tests/infra/test_local_stack.py tests/infra/test_replicas.py
-test-stack: haproxy
-	@TWEETPULSE_REQUIRE_HAPROXY=1 $(VENV)/bin/python -m pytest $(STACK_TESTS) -p no:cacheprovider \
-		--basetemp=$(CURDIR)/.tweetpulse/pytest-stack
+# The long tests: those that start whole process trees (the local stack with Airflow; serving replicas
+# and a train process behind HAProxy) and those that train on the real data. A third suite beside the
+# other two, so that the service suite's wall time is not their sum.
+LONG_TESTS := tests/infra/test_local_stack.py tests/infra/test_replicas.py tests/training/test_real_data.py
+test-long: haproxy
+	@TWEETPULSE_REQUIRE_HAPROXY=1 $(VENV)/bin/python -m pytest $(LONG_TESTS) -p no:cacheprovider \
+		--basetemp=$(CURDIR)/.tweetpulse/pytest-long
 
 # The clean venvs of the two "outside" tests (tests/fresh_venvs.py) install in the background while
 # the suite runs; those tests wait for them.
 test-service: chromium
 	@mkdir -p .tweetpulse; $(VENV)/bin/python -m tests.fresh_venvs > .tweetpulse/fresh-venvs.log 2>&1 & prebuild=$$!; \
 	TWEETPULSE_REQUIRE_BROWSER=1 $(VENV)/bin/python -m pytest tests --ignore=tests/airflow \
-		$(addprefix --ignore=,$(STACK_TESTS)); rc=$$?; \
+		$(addprefix --ignore=,$(LONG_TESTS)); rc=$$?; \
 	wait $$prebuild; cat .tweetpulse/fresh-venvs.log; exit $$rc
 
 # The DAG tests run in Airflow's own environment (no torch); they start the ModelRunner from $(VENV).

@@ -128,7 +128,7 @@ def test_ci_runs_lint_and_tests_with_a_lock_keyed_pip_cache():
     assert setup["with"]["cache"] == "pip"
     assert "requirements/*.lock" in setup["with"]["cache-dependency-path"]
     commands = "\n".join(s.get("run", "") for s in test_steps)
-    for command in ("make install", "make lint", "make test-service test-stack test-airflow"):
+    for command in ("make install", "make lint", "make test-service test-long test-airflow"):
         assert command in commands
     assert "download.pytorch.org/whl/cpu" in commands, "PyPI's torch is the CUDA build"
     makefile = (REPO / "Makefile").read_text()
